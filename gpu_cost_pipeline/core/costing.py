@@ -1,0 +1,151 @@
+"""Cost rows: one per pod per minute plus one idle row per node-minute with unheld GPUs.
+
+    cost_usd           = price_per_gpu_hour           × gpu_share × seconds / 3600
+    on_demand_cost_usd = on_demand_price_per_gpu_hour × gpu_share × seconds / 3600
+    exclusive_cost_usd = price_per_gpu_hour × whole GPUs the pod would need alone × seconds / 3600
+
+so that, per node-minute, pods + idle = price × GPUs on the node × seconds / 3600.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from gpu_cost_pipeline.core.pricing import PRICE_KEY
+
+COST_COLUMNS = [
+    "minute",
+    "cluster",
+    "pod_uid",
+    "namespace",
+    "pod",
+    "node",
+    "team",
+    "project",
+    "experiment_id",
+    "cost_center",
+    "gpu_model",
+    "capacity_type",
+    "instance_type",
+    "provider",
+    "region",
+    "zone",
+    "sharing_mode",
+    "is_idle",
+    "gpu_share",
+    "seconds",
+    "gpu_hours",
+    "price_per_gpu_hour",
+    "on_demand_price_per_gpu_hour",
+    "cost_usd",
+    "on_demand_cost_usd",
+    "exclusive_cost_usd",
+    "price_source",
+]
+
+IDLE_UID_PREFIX = "idle:"
+_KEY_STRIDE = 1 << 36  # > any epoch second we will see, so (key, time) packs into one int64
+
+
+class MissingPriceError(ValueError):
+    """Usage whose price key has no price point in effect."""
+
+
+def _price_key_codes(usage: pd.DataFrame, points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 code per price key, the same for usage rows and price points (0 never matches).
+
+    Factorizing each key column and combining the codes is far faster than merging on six string
+    columns over millions of rows.
+    """
+    usage_codes = np.zeros(len(usage), dtype=np.int64)
+    point_codes = np.zeros(len(points), dtype=np.int64)
+    for column in PRICE_KEY:
+        codes, uniques = pd.factorize(usage[column], use_na_sentinel=False)
+        radix = len(uniques) + 1
+        usage_codes = usage_codes * radix + codes + 1
+        point_codes = point_codes * radix + pd.Index(uniques).get_indexer(points[column]) + 1
+    return usage_codes, point_codes
+
+
+def _attach_prices(usage: pd.DataFrame, prices: pd.DataFrame) -> pd.DataFrame:
+    """The price in effect at each row's minute: the latest price point for the row's key at or
+    before that minute. Vectorized as one searchsorted over (key code, effective time)."""
+    usage_codes, point_codes = _price_key_codes(usage, prices)
+    point_seconds = pd.to_datetime(prices["effective_at"], utc=True).astype("int64") // 10**9
+    order = np.lexsort((point_seconds.to_numpy(), point_codes))
+    point_keys = point_codes[order] * _KEY_STRIDE + point_seconds.to_numpy()[order]
+    row_seconds = usage["minute"].astype("datetime64[s, UTC]").astype("int64").to_numpy()
+    position = (
+        np.searchsorted(point_keys, usage_codes * _KEY_STRIDE + row_seconds, side="right") - 1
+    )
+    found = (position >= 0) & (point_codes[order][np.maximum(position, 0)] == usage_codes)
+    if not found.all():
+        missing = usage.loc[~found, PRICE_KEY].drop_duplicates().head(5).to_dict("records")
+        raise MissingPriceError(
+            f"{int((~found).sum())} usage rows have no price in effect, e.g. keys {missing}; "
+            "materialize gpu_prices for this window first"
+        )
+    chosen = order[position]
+    return usage.assign(
+        price_per_gpu_hour=prices["price_per_gpu_hour"].to_numpy(dtype="float64")[chosen],
+        on_demand_price_per_gpu_hour=prices["on_demand_price_per_gpu_hour"].to_numpy(
+            dtype="float64"
+        )[chosen],
+        price_source=prices["source"].to_numpy(dtype=object)[chosen],
+    )
+
+
+def cost_rows(
+    pod_usage: pd.DataFrame, node_usage: pd.DataFrame, prices: pd.DataFrame
+) -> pd.DataFrame:
+    """Cost rows for a window from its pod usage, node usage and price points."""
+    pods = _attach_prices(pod_usage, prices)
+    pods = pods.assign(is_idle=False)
+    whole_gpus = np.where(
+        pods["gpu_share"] > 0, np.maximum(1.0, np.ceil(pods["gpu_share"] - 1e-9)), 0.0
+    )
+
+    idle = node_usage[node_usage["idle_gpus"] > 0]
+    idle = idle.assign(
+        pod_uid=IDLE_UID_PREFIX + idle["node"],
+        namespace="",
+        pod="",
+        team="",
+        project="",
+        experiment_id="",
+        cost_center="",
+        is_idle=True,
+        gpu_share=idle["idle_gpus"],
+    )
+    idle = _attach_prices(idle, prices)
+
+    rows = pd.concat([pods, idle], ignore_index=True)
+    hours = rows["seconds"].to_numpy(dtype="float64") / 3600.0
+    share = rows["gpu_share"].to_numpy(dtype="float64")
+    price = rows["price_per_gpu_hour"].to_numpy(dtype="float64")
+    exclusive_gpus = np.concatenate([whole_gpus, idle["gpu_share"].to_numpy(dtype="float64")])
+    rows["gpu_hours"] = share * hours
+    rows["cost_usd"] = price * share * hours
+    rows["on_demand_cost_usd"] = (
+        rows["on_demand_price_per_gpu_hour"].to_numpy(dtype="float64") * share * hours
+    )
+    rows["exclusive_cost_usd"] = price * exclusive_gpus * hours
+    return rows[COST_COLUMNS]
+
+
+def node_balance_error(
+    costs: pd.DataFrame, node_usage: pd.DataFrame, prices: pd.DataFrame
+) -> float:
+    """Largest relative gap, over node-minutes, between pods + idle and the node's GPU cost."""
+    if node_usage.empty:
+        return 0.0
+    nodes = _attach_prices(node_usage, prices)
+    node_cost = nodes["price_per_gpu_hour"] * nodes["gpu_count"] * nodes["seconds"] / 3600.0
+    expected = pd.Series(
+        node_cost.to_numpy(), index=pd.MultiIndex.from_frame(nodes[["node", "minute"]])
+    )
+    actual = costs.groupby(["node", "minute"])["cost_usd"].sum()
+    actual, expected = actual.align(expected, fill_value=0.0)
+    scale = np.maximum(expected.abs(), 1e-12)
+    return float(((actual - expected).abs() / scale).max())

@@ -1,0 +1,439 @@
+"""The one parser from Kubernetes pod and node objects (API JSON) to usage rows.
+
+Objects are parsed once per window (a Python pass over objects, not over minutes); the expansion
+to one row per pod per minute is vectorized in ``expand_to_minutes``. Malformed objects never stop
+a window: they are skipped or defaulted, and each such decision is reported as a ``ParseIssue``
+that names the object and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from gpu_cost_pipeline.core.gpus import (
+    GPU_MODELS,
+    INSTANCE_TYPES,
+    PRODUCT_LABEL,
+    UNKNOWN_GPU_MODEL,
+    canonical_gpu_model,
+    instance_type_of,
+)
+from gpu_cost_pipeline.core.quantity import parse_device_count
+from gpu_cost_pipeline.core.sharing import (
+    SHARED_GPU_RESOURCE,
+    WHOLE_GPU_RESOURCE,
+    MigConvention,
+    NodeSharing,
+    is_gpu_resource,
+    mig_profile_of_product,
+    pod_gpu_share,
+)
+
+COST_LIMIT_ANNOTATION = "gpu-autoscaler.io/cost-limit"
+# Attribution label keys, first match wins (the seed's keys first).
+TEAM_LABELS = ("team", "gpu-autoscaler.io/team")
+PROJECT_LABELS = ("project", "gpu-autoscaler.io/project")
+EXPERIMENT_LABELS = ("experiment-id", "gpu-autoscaler.io/experiment-id")
+COST_CENTER_LABELS = ("cost-center", "gpu-autoscaler.io/cost-center")
+
+CAPACITY_SPOT, CAPACITY_ON_DEMAND, CAPACITY_RESERVED = "spot", "on-demand", "reserved"
+
+
+@dataclass(frozen=True)
+class ParseIssue:
+    kind: str  # "Pod" | "Node"
+    name: str  # "namespace/name" for pods
+    field: str
+    problem: str
+    action: str  # "skipped" | "defaulted"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}: {self.field}: {self.problem}; {self.action}"
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    cluster: str
+    default_provider: str = "aws"
+    default_region: str = ""
+    mig_convention: MigConvention = MigConvention.COMPUTE
+
+
+@dataclass
+class ParsedNodes:
+    frame: pd.DataFrame
+    sharing: dict[str, NodeSharing] = field(default_factory=dict)
+    issues: list[ParseIssue] = field(default_factory=list)
+
+
+NODE_COLUMNS = [
+    "node",
+    "gpu_model",
+    "gpu_count",
+    "sharing_mode",
+    "capacity_type",
+    "instance_type",
+    "provider",
+    "region",
+    "zone",
+]
+
+POD_COLUMNS = [
+    "pod_uid",
+    "namespace",
+    "pod",
+    "node",
+    "gpu_resource",
+    "gpu_requested",
+    "gpu_share",
+    "sharing_mode",
+    "team",
+    "project",
+    "experiment_id",
+    "cost_center",
+    "labels",
+    "cost_limit_usd",
+]
+
+
+def _first_label(labels: Mapping[str, str], keys: Sequence[str]) -> str:
+    for key in keys:
+        value = labels.get(key)
+        if value:
+            return str(value)
+    return ""
+
+
+def capacity_type_of(labels: Mapping[str, str]) -> str:
+    """Spot / on-demand / reserved from the label conventions of Karpenter, EKS, GKE, AKS."""
+    karpenter = labels.get("karpenter.sh/capacity-type", "").lower()
+    if karpenter in (CAPACITY_SPOT, CAPACITY_ON_DEMAND, CAPACITY_RESERVED):
+        return karpenter
+    eks = labels.get("eks.amazonaws.com/capacityType", "").upper()
+    if eks == "SPOT":
+        return CAPACITY_SPOT
+    if eks == "ON_DEMAND":
+        return CAPACITY_ON_DEMAND
+    if (
+        labels.get("cloud.google.com/gke-spot") == "true"
+        or labels.get("cloud.google.com/gke-preemptible") == "true"
+        or labels.get("kubernetes.azure.com/scalesetpriority", "").lower() == "spot"
+        or labels.get("lifecycle") == "EC2Spot"
+    ):
+        return CAPACITY_SPOT
+    return CAPACITY_ON_DEMAND
+
+
+def provider_of(provider_id: str, labels: Mapping[str, str], default: str) -> str:
+    scheme = provider_id.split("://", 1)[0].lower() if "://" in provider_id else ""
+    by_scheme = {"aws": "aws", "gce": "gcp", "azure": "azure"}
+    if scheme in by_scheme:
+        return by_scheme[scheme]
+    prefixes = {"aws": ("eks.amazonaws.com/", "karpenter.k8s.aws/"), "gcp": ("cloud.google.com/",)}
+    prefixes["azure"] = ("kubernetes.azure.com/",)
+    for provider, keys in prefixes.items():
+        if any(label.startswith(keys) for label in labels):
+            return provider
+    instance = INSTANCE_TYPES.get(instance_type_of(labels))
+    return instance.provider if instance else default
+
+
+def _int_label(labels: Mapping[str, str], key: str) -> int | None:
+    value = labels.get(key)
+    if value is None:
+        return None
+    try:
+        return parse_device_count(value)
+    except ValueError:
+        return None
+
+
+def _gpu_capacity(status: Mapping, resource: str) -> int | None:
+    for source in ("capacity", "allocatable"):
+        value = (status.get(source) or {}).get(resource)
+        if value is not None:
+            try:
+                return parse_device_count(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _node_gpu_count(
+    labels: Mapping[str, str], status: Mapping, sharing: NodeSharing, name: str
+) -> tuple[int, list[ParseIssue]]:
+    """Physical GPUs on the node: the GFD count label, else derived from the device plugin's
+    capacity (MIG devices or time-sliced replicas divided back), else the instance catalog."""
+    issues: list[ParseIssue] = []
+    counted = _int_label(labels, "nvidia.com/gpu.count")
+    if "nvidia.com/gpu.count" in labels and counted is None:
+        issues.append(
+            ParseIssue(
+                "Node",
+                name,
+                "metadata.labels['nvidia.com/gpu.count']",
+                f"{labels['nvidia.com/gpu.count']!r} is not a count",
+                "defaulted from capacity",
+            )
+        )
+    if counted:
+        return counted, issues
+    devices = _gpu_capacity(status, WHOLE_GPU_RESOURCE) or 0
+    if devices and sharing.mig_single_profile is not None:
+        per_gpu = sharing.mig_single_profile.instances_per_gpu(sharing.gpu_memory_gb)
+        return max(1, -(-devices // per_gpu)), issues
+    if devices and sharing.replicas > 1:
+        return max(1, devices // sharing.replicas), issues
+    shared = _gpu_capacity(status, SHARED_GPU_RESOURCE) or 0
+    if shared:
+        return max(1, shared // max(1, sharing.replicas)), issues
+    instance = INSTANCE_TYPES.get(instance_type_of(labels))
+    has_mig = any(key.startswith("nvidia.com/mig-") for key in (status.get("capacity") or {}))
+    if instance and has_mig:
+        return instance.gpu_count, issues
+    return devices, issues
+
+
+def parse_nodes(nodes: Iterable[Mapping], settings: UsageSettings) -> ParsedNodes:
+    rows: list[dict] = []
+    sharing_by_node: dict[str, NodeSharing] = {}
+    issues: list[ParseIssue] = []
+    for index, node in enumerate(nodes):
+        metadata = node.get("metadata") or {}
+        name = metadata.get("name")
+        if not name:
+            issues.append(ParseIssue("Node", f"#{index}", "metadata.name", "missing", "skipped"))
+            continue
+        labels = metadata.get("labels") or {}
+        status = node.get("status") or {}
+        gpu_model = canonical_gpu_model(labels)
+        memory_gb = GPU_MODELS[gpu_model].memory_gb if gpu_model in GPU_MODELS else 0
+        strategy = labels.get("nvidia.com/gpu.sharing-strategy", "none").lower()
+        replicas = _int_label(labels, "nvidia.com/gpu.replicas")
+        if "nvidia.com/gpu.replicas" in labels and not replicas:
+            issues.append(
+                ParseIssue(
+                    "Node",
+                    name,
+                    "metadata.labels['nvidia.com/gpu.replicas']",
+                    f"{labels['nvidia.com/gpu.replicas']!r} is not a positive count",
+                    "defaulted to 1",
+                )
+            )
+        single_profile = (
+            mig_profile_of_product(labels.get(PRODUCT_LABEL, ""))
+            if labels.get("nvidia.com/mig.strategy", "single").lower() == "single"
+            else None
+        )
+        sharing = NodeSharing(
+            gpu_count=0,
+            gpu_memory_gb=memory_gb,
+            sharing_strategy=strategy if strategy in ("time-slicing", "mps") else "none",
+            replicas=replicas or 1,
+            mig_single_profile=single_profile,
+        )
+        gpu_count, count_issues = _node_gpu_count(labels, status, sharing, name)
+        issues.extend(count_issues)
+        if gpu_count <= 0:
+            issues.append(
+                ParseIssue("Node", name, "status.capacity", "no GPUs found on the node", "skipped")
+            )
+            continue
+        sharing = NodeSharing(
+            gpu_count=gpu_count,
+            gpu_memory_gb=memory_gb,
+            sharing_strategy=sharing.sharing_strategy,
+            replicas=sharing.replicas,
+            mig_single_profile=single_profile,
+        )
+        sharing_by_node[name] = sharing
+        has_mig = single_profile is not None or any(
+            key.startswith("nvidia.com/mig-") for key in (status.get("capacity") or {})
+        )
+        mode = "mig" if has_mig else ("exclusive" if sharing.replicas <= 1 else strategy)
+        rows.append(
+            {
+                "node": name,
+                "gpu_model": gpu_model,
+                "gpu_count": gpu_count,
+                "sharing_mode": mode,
+                "capacity_type": capacity_type_of(labels),
+                "instance_type": instance_type_of(labels),
+                "provider": provider_of(
+                    (node.get("spec") or {}).get("providerID", ""),
+                    labels,
+                    settings.default_provider,
+                ),
+                "region": labels.get("topology.kubernetes.io/region", settings.default_region),
+                "zone": labels.get("topology.kubernetes.io/zone", ""),
+            }
+        )
+        if gpu_model == UNKNOWN_GPU_MODEL:
+            issues.append(
+                ParseIssue(
+                    "Node",
+                    name,
+                    f"metadata.labels['{PRODUCT_LABEL}']",
+                    f"GPU model {labels.get(PRODUCT_LABEL, '(no label)')!r} is not in the catalog",
+                    "kept as 'unknown', priced by estimate",
+                )
+            )
+    frame = pd.DataFrame(rows, columns=NODE_COLUMNS)
+    frame["gpu_count"] = frame["gpu_count"].astype("int64")
+    return ParsedNodes(frame=frame, sharing=sharing_by_node, issues=issues)
+
+
+def _container_gpu_amounts(container: Mapping, path: str) -> dict[str, int]:
+    """GPU units per resource in one container; a limit stands in for a missing request (as
+    Kubernetes defaults extended-resource requests to limits). Raises ValueError naming the field."""
+    resources = container.get("resources") or {}
+    found: dict[str, int] = {}
+    for section in ("limits", "requests"):  # requests, read last, win over limits
+        for resource, value in (resources.get(section) or {}).items():
+            if is_gpu_resource(resource):
+                try:
+                    found[resource] = parse_device_count(value)
+                except ValueError as error:
+                    raise ValueError(f"{path}.resources.{section}['{resource}']: {error}") from None
+    return found
+
+
+def pod_gpu_amounts(pod: Mapping) -> dict[str, int]:
+    """Effective GPU units a pod holds per resource, as the scheduler counts them:
+    max(sum over app containers, max over init containers). Raises ValueError naming the field."""
+    spec = pod.get("spec") or {}
+    totals: dict[str, int] = {}
+    for index, container in enumerate(spec.get("containers") or []):
+        for resource, amount in _container_gpu_amounts(
+            container, f"spec.containers[{index}]"
+        ).items():
+            totals[resource] = totals.get(resource, 0) + amount
+    for index, container in enumerate(spec.get("initContainers") or []):
+        path = f"spec.initContainers[{index}]"
+        for resource, amount in _container_gpu_amounts(container, path).items():
+            totals[resource] = max(totals.get(resource, 0), amount)
+    return {resource: amount for resource, amount in totals.items() if amount > 0}
+
+
+def parse_pods(
+    pods: Iterable[Mapping], nodes: ParsedNodes, settings: UsageSettings
+) -> tuple[pd.DataFrame, list[int], list[ParseIssue]]:
+    """One row per GPU pod. Returns the frame, the input index of each kept pod (to line up
+    per-pod side data such as observed intervals), and the issues found."""
+    rows: list[dict] = []
+    kept: list[int] = []
+    issues: list[ParseIssue] = []
+    for index, pod in enumerate(pods):
+        metadata = pod.get("metadata") or {}
+        namespace = metadata.get("namespace") or "default"
+        name = f"{namespace}/{metadata.get('name') or f'#{index}'}"
+        uid = metadata.get("uid")
+        if not uid:
+            issues.append(ParseIssue("Pod", name, "metadata.uid", "missing", "skipped"))
+            continue
+        try:
+            amounts = pod_gpu_amounts(pod)
+        except ValueError as error:
+            field_path, _, problem = str(error).partition(": ")
+            issues.append(ParseIssue("Pod", name, field_path, problem, "skipped"))
+            continue
+        if not amounts:
+            continue  # not a GPU pod
+        node = (pod.get("spec") or {}).get("nodeName")
+        sharing = nodes.sharing.get(node) if node else None
+        if sharing is None:
+            problem = "not set" if not node else f"node {node!r} is not a listed GPU node"
+            issues.append(ParseIssue("Pod", name, "spec.nodeName", problem, "skipped"))
+            continue
+        share, modes = 0.0, []
+        for resource, amount in amounts.items():
+            resource_share, mode = pod_gpu_share(resource, amount, sharing, settings.mig_convention)
+            share += resource_share
+            modes.append(mode.value)
+        if share > sharing.gpu_count:
+            issues.append(
+                ParseIssue(
+                    "Pod",
+                    name,
+                    "spec.containers[*].resources",
+                    f"holds {share:g} GPUs but node {node!r} has {sharing.gpu_count}",
+                    f"capped at {sharing.gpu_count}",
+                )
+            )
+            share = float(sharing.gpu_count)
+        labels = metadata.get("labels") or {}
+        annotations = metadata.get("annotations") or {}
+        cost_limit = None
+        if COST_LIMIT_ANNOTATION in annotations:
+            raw_limit = annotations[COST_LIMIT_ANNOTATION]
+            try:
+                cost_limit = float(raw_limit)
+                if not np.isfinite(cost_limit) or cost_limit < 0:
+                    raise ValueError
+            except (TypeError, ValueError):
+                cost_limit = None
+                issues.append(
+                    ParseIssue(
+                        "Pod",
+                        name,
+                        f"metadata.annotations['{COST_LIMIT_ANNOTATION}']",
+                        f"{raw_limit!r} is not a non-negative amount of USD",
+                        "ignored",
+                    )
+                )
+        rows.append(
+            {
+                "pod_uid": uid,
+                "namespace": namespace,
+                "pod": metadata.get("name") or "",
+                "node": node,
+                "gpu_resource": "+".join(sorted(amounts)),
+                "gpu_requested": sum(amounts.values()),
+                "gpu_share": share,
+                "sharing_mode": "+".join(sorted(set(modes))),
+                "team": _first_label(labels, TEAM_LABELS),
+                "project": _first_label(labels, PROJECT_LABELS),
+                "experiment_id": _first_label(labels, EXPERIMENT_LABELS),
+                "cost_center": _first_label(labels, COST_CENTER_LABELS),
+                "labels": json.dumps(labels, sort_keys=True, separators=(",", ":")),
+                "cost_limit_usd": cost_limit,
+            }
+        )
+        kept.append(index)
+    frame = pd.DataFrame(rows, columns=POD_COLUMNS)
+    frame = frame.astype({"gpu_requested": "int64", "gpu_share": "float64"})
+    frame["cost_limit_usd"] = frame["cost_limit_usd"].astype("float64")
+    return frame, kept, issues
+
+
+def expand_to_minutes(
+    frame: pd.DataFrame,
+    active_start: np.ndarray,
+    active_end: np.ndarray,
+    window_start: datetime,
+    window_end: datetime,
+) -> pd.DataFrame:
+    """Repeat each row once per minute it was active inside the window, with the seconds it was
+    active in that minute. ``active_*`` are epoch seconds (int64), one per row of ``frame``."""
+    window_start_s = int(pd.Timestamp(window_start).timestamp())
+    window_end_s = int(pd.Timestamp(window_end).timestamp())
+    start = np.clip(np.asarray(active_start, dtype=np.int64), window_start_s, window_end_s)
+    end = np.clip(np.asarray(active_end, dtype=np.int64), window_start_s, window_end_s)
+    first_minute = start // 60 * 60
+    last_minute = np.where(end > start, (end - 1) // 60 * 60, first_minute - 60)
+    counts = np.maximum(0, (last_minute - first_minute) // 60 + 1)
+    row_index = np.repeat(np.arange(len(frame)), counts)
+    # Minute offset of each repeated row within its own run: 0, 1, 2, ... per source row.
+    run_starts = np.repeat(np.cumsum(counts) - counts, counts)
+    minute_s = first_minute[row_index] + (np.arange(len(row_index)) - run_starts) * 60
+    seconds = np.minimum(end[row_index], minute_s + 60) - np.maximum(start[row_index], minute_s)
+    expanded = frame.iloc[row_index].reset_index(drop=True)
+    expanded.insert(0, "minute", pd.to_datetime(minute_s, unit="s", utc=True))
+    expanded["seconds"] = seconds.astype("int64")
+    return expanded

@@ -1,0 +1,155 @@
+"""A window's usage rows: pods and nodes expanded to minutes, node GPUs split into held and idle.
+
+Input is what a source observed (API objects plus each pod's running interval); output is one
+row per pod per minute and one per node per minute, ready to store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from gpu_cost_pipeline.core.usage import (
+    ParseIssue,
+    UsageSettings,
+    expand_to_minutes,
+    parse_nodes,
+    parse_pods,
+)
+
+POD_USAGE_COLUMNS = [
+    "minute",
+    "cluster",
+    "pod_uid",
+    "namespace",
+    "pod",
+    "node",
+    "gpu_model",
+    "gpu_resource",
+    "gpu_requested",
+    "gpu_share",
+    "sharing_mode",
+    "capacity_type",
+    "instance_type",
+    "provider",
+    "region",
+    "zone",
+    "team",
+    "project",
+    "experiment_id",
+    "cost_center",
+    "labels",
+    "cost_limit_usd",
+    "seconds",
+]
+
+NODE_USAGE_COLUMNS = [
+    "minute",
+    "cluster",
+    "node",
+    "gpu_model",
+    "gpu_count",
+    "sharing_mode",
+    "capacity_type",
+    "instance_type",
+    "provider",
+    "region",
+    "zone",
+    "seconds",
+    "gpus_held",
+    "idle_gpus",
+]
+
+
+@dataclass
+class WindowUsage:
+    pods: pd.DataFrame  # POD_USAGE_COLUMNS
+    nodes: pd.DataFrame  # NODE_USAGE_COLUMNS
+    issues: list[ParseIssue]
+
+
+def derive_window_usage(
+    nodes: Sequence[dict],
+    pods: Sequence[dict],
+    pod_start_s: np.ndarray,
+    pod_end_s: np.ndarray,
+    window_start: datetime,
+    window_end: datetime,
+    settings: UsageSettings,
+) -> WindowUsage:
+    """Parse the objects once, then expand to minutes in one vectorized pass.
+
+    Nodes count as present for the whole window (sources list the nodes of the window). Where
+    the pods on a node-minute hold more GPU-seconds than the node has (bad input, such as a
+    replica count that disagrees with the device plugin), their shares are scaled down so that
+    pods + idle still equals the node, and the node is reported.
+    """
+    parsed_nodes = parse_nodes(nodes, settings)
+    pod_frame, kept, issues = parse_pods(pods, parsed_nodes, settings)
+    issues = parsed_nodes.issues + issues
+    kept_index = np.asarray(kept, dtype=np.int64)
+    pod_minutes = expand_to_minutes(
+        pod_frame,
+        np.asarray(pod_start_s, dtype=np.int64)[kept_index],
+        np.asarray(pod_end_s, dtype=np.int64)[kept_index],
+        window_start,
+        window_end,
+    )
+    node_frame = parsed_nodes.frame
+    whole = np.full(len(node_frame), int(pd.Timestamp(window_start).timestamp()), dtype=np.int64)
+    node_minutes = expand_to_minutes(
+        node_frame,
+        whole,
+        np.full_like(whole, int(pd.Timestamp(window_end).timestamp())),
+        window_start,
+        window_end,
+    )
+
+    node_attributes = node_frame.drop(columns=["gpu_count", "sharing_mode"])
+    pod_minutes = pod_minutes.merge(node_attributes, on="node", how="left")
+    held_seconds = (
+        (pod_minutes["gpu_share"] * pod_minutes["seconds"])
+        .groupby([pod_minutes["node"], pod_minutes["minute"]])
+        .sum()
+        .rename("held_gpu_seconds")
+    )
+    node_minutes = node_minutes.merge(
+        held_seconds, left_on=["node", "minute"], right_index=True, how="left"
+    )
+    node_minutes["held_gpu_seconds"] = node_minutes["held_gpu_seconds"].fillna(0.0)
+    capacity_seconds = node_minutes["gpu_count"] * node_minutes["seconds"]
+
+    over = node_minutes["held_gpu_seconds"] > capacity_seconds * (1 + 1e-12)
+    if over.any():
+        scale = (capacity_seconds / node_minutes["held_gpu_seconds"]).where(over, 1.0)
+        factors = node_minutes.loc[over, ["node", "minute"]].assign(scale=scale[over])
+        pod_minutes = pod_minutes.merge(factors, on=["node", "minute"], how="left")
+        pod_minutes["gpu_share"] *= pod_minutes.pop("scale").fillna(1.0)
+        node_minutes.loc[over, "held_gpu_seconds"] = capacity_seconds[over]
+        for node in node_minutes.loc[over, "node"].unique():
+            issues.append(
+                ParseIssue(
+                    "Node",
+                    node,
+                    "status.allocatable",
+                    "pods hold more GPUs than the node has",
+                    "pod shares scaled down to the node's GPUs",
+                )
+            )
+
+    seconds = node_minutes["seconds"].where(node_minutes["seconds"] > 0, 1)
+    node_minutes["gpus_held"] = node_minutes.pop("held_gpu_seconds") / seconds
+    node_minutes["idle_gpus"] = (node_minutes["gpu_count"] - node_minutes["gpus_held"]).clip(
+        lower=0.0
+    )
+    node_minutes["cluster"] = settings.cluster
+    pod_minutes["cluster"] = settings.cluster
+    return WindowUsage(
+        pods=pod_minutes[POD_USAGE_COLUMNS],
+        nodes=node_minutes[NODE_USAGE_COLUMNS],
+        issues=issues,
+    )

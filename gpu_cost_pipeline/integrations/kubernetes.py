@@ -1,0 +1,339 @@
+"""The pipeline's one way into a live Kubernetes API: GPU nodes and running GPU pods.
+
+Objects come back as the raw JSON the API server serves (camelCase keys), read with
+``_preload_content=False`` so the kubernetes client's slow model deserialisation is skipped.
+"""
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from dagster import ConfigurableResource, get_dagster_logger
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from gpu_cost_pipeline.core.sharing import is_gpu_resource
+
+__all__ = [
+    "GPU_NODE_LABELS",
+    "KubernetesResource",
+    "KubernetesSourceError",
+    "is_gpu_node",
+    "is_gpu_pod",
+]
+
+GPU_NODE_LABELS = ("nvidia.com/gpu.count", "nvidia.com/gpu.product")
+RUNNING_PODS_FIELD_SELECTOR = "status.phase=Running"
+
+log = get_dagster_logger(__name__)
+
+
+class KubernetesSourceError(RuntimeError):
+    """The Kubernetes API could not be read.
+
+    The message names the API server and the operation; it never carries credentials.
+    ``status`` is the HTTP status when the server answered, else None.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        operation: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.host = host
+        self.operation = operation
+        self.status = status
+
+
+class _ContinueExpired(Exception):
+    """The server answered 410 Gone to a request carrying a continue token."""
+
+
+def _has_gpu_key(resources: Any) -> bool:
+    return isinstance(resources, dict) and any(is_gpu_resource(k) for k in resources)
+
+
+def is_gpu_pod(pod: dict) -> bool:
+    """True when any container or init container requests or limits a GPU resource."""
+    spec = pod.get("spec") or {}
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    for container in containers:
+        resources = (container or {}).get("resources") or {}
+        if _has_gpu_key(resources.get("requests")) or _has_gpu_key(resources.get("limits")):
+            return True
+    return False
+
+
+def is_gpu_node(node: dict) -> bool:
+    """True when the node advertises a GPU resource or carries a GPU feature-discovery label."""
+    status = node.get("status") or {}
+    if _has_gpu_key(status.get("capacity")) or _has_gpu_key(status.get("allocatable")):
+        return True
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return any(label in labels for label in GPU_NODE_LABELS)
+
+
+def _server_label(host_url: str) -> str:
+    """scheme://host:port of the API server, without any userinfo or path."""
+    parts = urlsplit(host_url)
+    hostname = parts.hostname
+    if not hostname:
+        return "<unknown API server>"
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{hostname}:{port}" if port else hostname
+    return f"{parts.scheme}://{netloc}" if parts.scheme else netloc
+
+
+def _describe_transport_error(exc: BaseException) -> str:
+    """A short cause for a failed connection, taken from the innermost OS-level error.
+
+    urllib3's own messages embed object reprs and, through a proxy, possibly the proxy URL
+    with its userinfo, so only the OS error text or the exception type is used.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        reason = getattr(current, "reason", None)
+        current = (
+            reason
+            if isinstance(reason, BaseException)
+            else (current.__cause__ or current.__context__)
+        )
+    for error in reversed(chain):
+        if isinstance(error, OSError) and not isinstance(error, urllib3.exceptions.HTTPError):
+            if isinstance(error, TimeoutError):
+                return "timed out"
+            return error.strerror or type(error).__name__
+    # urllib3's NewConnectionError subclasses its TimeoutError, so rule it out first.
+    if any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain):
+        return "connection failed"
+    if any(isinstance(e, urllib3.exceptions.TimeoutError) for e in chain):
+        return "timed out"
+    return type(exc).__name__
+
+
+class KubernetesResource(ConfigurableResource):
+    """Read-only access to one Kubernetes cluster's nodes and pods.
+
+    ``in_cluster=None`` picks the in-cluster service account when ``KUBERNETES_SERVICE_HOST``
+    is set and no ``kubeconfig`` is given, else the kubeconfig (``kubeconfig=None`` means ``$KUBECONFIG`` or ~/.kube/config).
+    """
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    in_cluster: bool | None = None
+    page_size: int = 500
+    request_timeout_seconds: float = 30.0
+
+    def list_gpu_nodes(self) -> list[dict]:
+        """Every node that has GPUs, as raw Node JSON objects."""
+        nodes = self._list_all(
+            "listing nodes",
+            lambda api, **kwargs: api.list_node(**kwargs),
+        )
+        return [node for node in nodes if is_gpu_node(node)]
+
+    def list_running_gpu_pods(self) -> list[dict]:
+        """Every Running pod, in all namespaces, that requests GPUs, as raw Pod JSON objects."""
+        pods = self._list_all(
+            "listing pods",
+            lambda api, **kwargs: api.list_pod_for_all_namespaces(
+                field_selector=RUNNING_PODS_FIELD_SELECTOR, **kwargs
+            ),
+        )
+        return [pod for pod in pods if is_gpu_pod(pod)]
+
+    def uses_in_cluster_config(self) -> bool:
+        """Whether this resource talks to the API with the in-cluster service account."""
+        if self.in_cluster is not None:
+            return self.in_cluster
+        if self.kubeconfig:  # an explicit kubeconfig wins over the pod's service account
+            return False
+        return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+    @contextmanager
+    def _api_client(self, operation: str) -> Iterator[k8s_client.ApiClient]:
+        try:
+            if self.uses_in_cluster_config():
+                # Our own Configuration: load_incluster_config() without one would replace the
+                # process-wide default that every other kubernetes client user shares.
+                configuration = k8s_client.Configuration()
+                k8s_config.load_incluster_config(client_configuration=configuration)
+                api_client = k8s_client.ApiClient(configuration=configuration)
+            else:
+                # persist_config=False: a pipeline must never rewrite the user's kubeconfig.
+                api_client = k8s_config.new_client_from_config(
+                    config_file=self.kubeconfig, context=self.context, persist_config=False
+                )
+        except ConfigException as exc:
+            raise KubernetesSourceError(
+                f"Could not load Kubernetes client configuration from {self._config_source()} "
+                f"before {operation}: {exc}",
+                operation=operation,
+            ) from None
+        except Exception as exc:
+            # A YAML parse error quotes the offending kubeconfig line, which may hold a token.
+            raise KubernetesSourceError(
+                f"Could not load Kubernetes client configuration from {self._config_source()} "
+                f"before {operation}: {type(exc).__name__}",
+                operation=operation,
+            ) from None
+        try:
+            yield api_client
+        finally:
+            api_client.close()
+            # ApiClient.close() leaves the urllib3 pool's sockets open.
+            api_client.rest_client.pool_manager.clear()
+
+    def _config_source(self) -> str:
+        if self.uses_in_cluster_config():
+            return "the in-cluster service account"
+        where = f"kubeconfig {self.kubeconfig}" if self.kubeconfig else "the default kubeconfig"
+        return f"{where} (context {self.context})" if self.context else where
+
+    def _list_all(self, operation: str, list_call: Callable[..., Any]) -> list[dict]:
+        with self._api_client(operation) as api_client:
+            api = k8s_client.CoreV1Api(api_client)
+            host = _server_label(api_client.configuration.host)
+            try:
+                return self._paginate(api, host, operation, list_call)
+            except _ContinueExpired:
+                # Pages from two snapshots could skip or repeat objects, so start over.
+                log.warning(
+                    "Kubernetes continue token expired while %s from %s; "
+                    "restarting the listing from the beginning",
+                    operation,
+                    host,
+                )
+            try:
+                return self._paginate(api, host, operation, list_call)
+            except _ContinueExpired:
+                raise KubernetesSourceError(
+                    f"Kubernetes API server {host} answered 410 Gone (continue token expired) "
+                    f"while {operation}, again after restarting the listing",
+                    host=host,
+                    operation=operation,
+                    status=410,
+                ) from None
+
+    def _paginate(
+        self,
+        api: k8s_client.CoreV1Api,
+        host: str,
+        operation: str,
+        list_call: Callable[..., Any],
+    ) -> list[dict]:
+        items: list[dict] = []
+        seen_uids: set[str] = set()
+        token: str | None = None
+        while True:
+            body = self._fetch_page(api, host, operation, list_call, token)
+            for item in body.get("items") or []:
+                uid = (item.get("metadata") or {}).get("uid")
+                # One consistent list never repeats an object; a repeat means the pages are
+                # going round in a circle, which would otherwise never end.
+                if uid and uid in seen_uids:
+                    raise KubernetesSourceError(
+                        f"Kubernetes API server {host} returned object {uid} twice in one "
+                        f"paginated list while {operation}",
+                        host=host,
+                        operation=operation,
+                    )
+                if uid:
+                    seen_uids.add(uid)
+                items.append(item)
+            next_token = (body.get("metadata") or {}).get("continue") or None
+            if next_token is None:
+                return items
+            if next_token == token:
+                raise KubernetesSourceError(
+                    f"Kubernetes API server {host} returned the same continue token twice "
+                    f"while {operation}",
+                    host=host,
+                    operation=operation,
+                )
+            token = next_token
+
+    def _fetch_page(
+        self,
+        api: k8s_client.CoreV1Api,
+        host: str,
+        operation: str,
+        list_call: Callable[..., Any],
+        token: str | None,
+    ) -> dict:
+        response = None
+        try:
+            response = list_call(
+                api,
+                limit=self.page_size,
+                _continue=token,
+                _preload_content=False,
+                _request_timeout=self.request_timeout_seconds,
+            )
+            body = json.loads(response.data)
+        except ApiException as exc:
+            if exc.status == 410 and token is not None:
+                raise _ContinueExpired from None
+            # str(ApiException) dumps response headers and body; use status and reason only.
+            if not exc.status:
+                # The client reports TLS failures as status 0.
+                message = (
+                    f"Could not reach Kubernetes API server {host} while {operation}: TLS error"
+                )
+            else:
+                message = (
+                    f"Kubernetes API server {host} answered {exc.status} {exc.reason} "
+                    f"while {operation}"
+                )
+            raise KubernetesSourceError(
+                message, host=host, operation=operation, status=exc.status or None
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubernetesSourceError(
+                f"Could not reach Kubernetes API server {host} while {operation}: "
+                f"{_describe_transport_error(exc)}",
+                host=host,
+                operation=operation,
+            ) from None
+        except ConfigException as exc:
+            # Raised mid-request when an exec or OIDC credential refresh fails.
+            raise KubernetesSourceError(
+                f"Could not refresh credentials for Kubernetes API server {host} while "
+                f"{operation}: {exc}",
+                host=host,
+                operation=operation,
+            ) from None
+        except ValueError:
+            raise KubernetesSourceError(
+                f"Kubernetes API server {host} sent a response that is not JSON while {operation}",
+                host=host,
+                operation=operation,
+            ) from None
+        finally:
+            if response is not None:
+                response.release_conn()
+        if not isinstance(body, dict):
+            raise KubernetesSourceError(
+                f"Kubernetes API server {host} sent a list that is not a JSON object while "
+                f"{operation}",
+                host=host,
+                operation=operation,
+            )
+        return body

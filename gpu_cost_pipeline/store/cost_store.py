@@ -1,0 +1,315 @@
+"""CostStore: the one way the pipeline reaches PostgreSQL/TimescaleDB.
+
+Writes are window-idempotent: inside one transaction, delete the window's rows for the cluster,
+then COPY the new rows. A failure anywhere rolls the whole window back, so the previous version
+of the window stays intact. Reads stream ``COPY (SELECT ...) TO STDOUT`` into Arrow.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
+from pydantic import Field
+
+from gpu_cost_pipeline.store import timescale
+from gpu_cost_pipeline.store.embedded import embedded_database_url
+from gpu_cost_pipeline.store.schema import MODE_TIMESCALE, migrate
+
+_log = logging.getLogger(__name__)
+COPY_BATCH_ROWS = 100_000  # rows per CSV batch: bounds the memory of a COPY
+_PG_TO_ARROW = {
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+    "text": pa.string(),
+    "jsonb": pa.string(),
+    "double precision": pa.float64(),
+    "integer": pa.int64(),
+    "smallint": pa.int64(),
+    "bigint": pa.int64(),
+    "boolean": pa.bool_(),
+    "numeric": pa.float64(),
+}
+# Per-process caches: embedded URLs, and databases already migrated (with their mode).
+_embedded_urls: dict[str, str] = {}
+_migrated: dict[str, str] = {}
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class CostStore(dg.ConfigurableResource):
+    """PostgreSQL (TimescaleDB when available) holding usage, prices, costs and rollups."""
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql:// URL; empty means the embedded server in data_dir.",
+    )
+    data_dir: str = Field(default=".data", description="Folder of the embedded PostgreSQL.")
+    retention_days: int = Field(default=90, description="Days of minute rows kept.")
+    rollup_retention_days: int = Field(default=730, description="Days of hourly rollups kept.")
+
+    def resolved_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        if self.data_dir not in _embedded_urls:
+            _embedded_urls[self.data_dir] = embedded_database_url(self.data_dir)
+        return _embedded_urls[self.data_dir]
+
+    def describe(self) -> str:
+        """Where the store is, safe to log."""
+        if self.database_url:
+            return redact_url(self.database_url)
+        return f"embedded PostgreSQL in {self.data_dir}"
+
+    def _connect(self) -> psycopg.Connection:
+        url = self.resolved_url()
+        try:
+            return psycopg.connect(url, connect_timeout=10)
+        except psycopg.OperationalError as error:
+            # psycopg's message names host and user, never the password; add where we tried.
+            raise StoreError(f"cannot connect to {self.describe()}: {error}".strip()) from None
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A connection to a migrated database (migrations run once per process)."""
+        url = self.resolved_url()
+        if url not in _migrated:
+            with self._connect() as conn:
+                mode = migrate(conn)
+                if mode == MODE_TIMESCALE:
+                    timescale.apply_retention(conn, self.retention_days, self.rollup_retention_days)
+            _migrated[url] = mode
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def mode(self) -> str:
+        with self.connection():
+            return _migrated[self.resolved_url()]
+
+    @contextmanager
+    def write_window(self, cluster: str, start: datetime, end: datetime) -> Iterator[WindowWriter]:
+        """One transaction for one window: commit on success, roll back on any error."""
+        with self.connection() as conn, conn.transaction():
+            yield WindowWriter(conn, cluster, start, end, _migrated[self.resolved_url()])
+
+    def read_frame(self, query: str | sql.Composable, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """Run a SELECT and return its rows as a DataFrame, streamed through COPY."""
+        with self.connection() as conn:
+            return read_frame(conn, query, params)
+
+    def apply_retention(self) -> dict[str, int]:
+        """Delete minute rows older than retention_days (plain PostgreSQL; TimescaleDB drops
+        whole chunks through its retention policies instead). Returns rows deleted per table."""
+        deleted: dict[str, int] = {}
+        with self.connection() as conn:
+            if _migrated[self.resolved_url()] == MODE_TIMESCALE:
+                return deleted
+            with conn.transaction():
+                for table, column, days in (
+                    ("gpu_pod_usage", "minute", self.retention_days),
+                    ("gpu_node_usage", "minute", self.retention_days),
+                    ("gpu_cost", "minute", self.retention_days),
+                    ("price_points", "effective_at", self.retention_days),
+                    ("gpu_cost_hourly", "hour", self.rollup_retention_days),
+                ):
+                    cursor = conn.execute(
+                        sql.SQL(
+                            "DELETE FROM {} WHERE {} < now() - make_interval(days => %s)"
+                        ).format(sql.Identifier(table), sql.Identifier(column)),
+                        (days,),
+                    )
+                    deleted[table] = cursor.rowcount
+                conn.execute(
+                    "DELETE FROM gpu_pods WHERE last_seen < now() - make_interval(days => %s)",
+                    (self.retention_days,),
+                )
+        return deleted
+
+
+def _columns(conn: psycopg.Connection, table: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_name = %s AND table_schema = current_schema() ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> int:
+    """COPY the frame's columns (those the table has) into ``table``; returns rows written."""
+    columns = [c for c in _columns(conn, table) if c in frame.columns]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    options = pacsv.WriteOptions(include_header=False)
+    # The queued writer sends batches from a thread, so encoding batch N+1 overlaps with the
+    # server parsing batch N.
+    with conn.cursor() as cursor, cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+        for offset in range(0, len(frame), COPY_BATCH_ROWS):
+            batch = pa.Table.from_pandas(
+                frame.iloc[offset : offset + COPY_BATCH_ROWS][columns], preserve_index=False
+            )
+            buffer = io.BytesIO()
+            pacsv.write_csv(batch, buffer, options)
+            copy.write(buffer.getbuffer())
+    return len(frame)
+
+
+def read_frame(
+    conn: psycopg.Connection, query: str | sql.Composable, params: Sequence[Any] = ()
+) -> pd.DataFrame:
+    with conn.cursor() as cursor:
+        # Column names and types first (no rows), so empty results and all-NULL columns keep
+        # their types instead of being guessed from the CSV.
+        cursor.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(_as_sql(query)), params)
+        names = [d.name for d in cursor.description or []]
+        types = [_type_name(conn, d.type_code) for d in cursor.description or []]
+        statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(_as_sql(query))
+        buffer = io.BytesIO()
+        with cursor.copy(statement, params) as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+    schema = {
+        name: _PG_TO_ARROW.get(pg_type, pa.string())
+        for name, pg_type in zip(names, types, strict=True)
+    }
+    if buffer.tell() == 0:
+        return pa.schema(list(schema.items())).empty_table().to_pandas()
+    buffer.seek(0)
+    table = pacsv.read_csv(
+        buffer,
+        convert_options=pacsv.ConvertOptions(
+            column_types=schema,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+    return table.to_pandas()
+
+
+def _as_sql(query: str | sql.Composable) -> sql.Composable:
+    return sql.SQL(query) if isinstance(query, str) else query  # type: ignore[arg-type]
+
+
+_type_names: dict[int, str] = {}
+
+
+def _type_name(conn: psycopg.Connection, oid: int) -> str:
+    if oid not in _type_names:
+        row = conn.execute("SELECT format_type(%s, NULL)", (oid,)).fetchone()
+        _type_names[oid] = row[0] if row else "text"
+    return _type_names[oid]
+
+
+class WindowWriter:
+    """Writes of one window, inside the transaction opened by ``CostStore.write_window``."""
+
+    def __init__(
+        self, conn: psycopg.Connection, cluster: str, start: datetime, end: datetime, mode: str
+    ) -> None:
+        self.conn, self.cluster, self.start, self.end, self.mode = conn, cluster, start, end, mode
+        self._cleared: set[str] = set()
+        self.deleted: dict[str, int] = {}
+
+    def clear(self, table: str, time_column: str = "minute") -> int:
+        """Delete the window's rows of ``table`` (once per table per window)."""
+        if table in self._cleared:
+            return 0
+        cursor = self.conn.execute(
+            sql.SQL("DELETE FROM {} WHERE cluster = %s AND {col} >= %s AND {col} < %s").format(
+                sql.Identifier(table), col=sql.Identifier(time_column)
+            ),
+            (self.cluster, self.start, self.end),
+        )
+        self._cleared.add(table)
+        self.deleted[table] = cursor.rowcount
+        return cursor.rowcount
+
+    def replace(self, table: str, frame: pd.DataFrame, time_column: str = "minute") -> int:
+        """Clear the window (first call only), then COPY ``frame``; call again to add chunks."""
+        self.clear(table, time_column)
+        if frame.empty:
+            return 0
+        return copy_frame(self.conn, table, frame.assign(cluster=self.cluster))
+
+    def upsert_pods(self, pods: pd.DataFrame) -> int:
+        """Insert or refresh pod attribution rows; first/last seen widen, never shrink, so
+        rewriting a window neither adds rows nor loses what other windows saw."""
+        if pods.empty:
+            return 0
+        self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS gpu_pods_incoming"
+            " (LIKE gpu_pods INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        copy_frame(self.conn, "gpu_pods_incoming", pods.assign(cluster=self.cluster))
+        columns = [c for c in _columns(self.conn, "gpu_pods") if c not in ("cluster", "pod_uid")]
+        updates = sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+            for c in columns
+            if c not in ("first_seen", "last_seen")
+        )
+        self.conn.execute(
+            sql.SQL(
+                "INSERT INTO gpu_pods SELECT * FROM gpu_pods_incoming "
+                "ON CONFLICT (cluster, pod_uid) DO UPDATE SET {updates}, "
+                "first_seen = LEAST(gpu_pods.first_seen, EXCLUDED.first_seen), "
+                "last_seen = GREATEST(gpu_pods.last_seen, EXCLUDED.last_seen)"
+            ).format(updates=updates)
+        )
+        return len(pods)
+
+    def refresh_hourly_rollup(self) -> int:
+        """Recompute the hourly rollup for every hour the window touches (plain PostgreSQL; on
+        TimescaleDB the continuous aggregate keeps itself). Returns rollup rows written."""
+        if self.mode == MODE_TIMESCALE:
+            return 0
+        hour_start = self.start.replace(minute=0, second=0, microsecond=0)
+        hour_end = self.end.replace(minute=0, second=0, microsecond=0)
+        if hour_end < self.end:
+            hour_end += timedelta(hours=1)
+        params = (self.cluster, hour_start, hour_end)
+        self.conn.execute(
+            "DELETE FROM gpu_cost_hourly WHERE cluster = %s AND hour >= %s AND hour < %s", params
+        )
+        cursor = self.conn.execute(
+            """
+            INSERT INTO gpu_cost_hourly
+            SELECT date_trunc('hour', minute) AS hour, cluster, namespace, team, project,
+                   experiment_id, cost_center, gpu_model, capacity_type, is_idle, price_source,
+                   sum(gpu_share * seconds) / 3600.0, sum(cost_usd), sum(on_demand_cost_usd),
+                   sum(exclusive_cost_usd), count(*)
+            FROM gpu_cost
+            WHERE cluster = %s AND minute >= %s AND minute < %s
+            GROUP BY 1, cluster, namespace, team, project, experiment_id, cost_center,
+                     gpu_model, capacity_type, is_idle, price_source
+            """,
+            params,
+        )
+        return cursor.rowcount

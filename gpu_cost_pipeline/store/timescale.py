@@ -1,0 +1,29 @@
+"""TimescaleDB-only policies that depend on configuration (the schema is in
+``migrations/timescale/``). TimescaleDB cannot be installed on the build machines, so this module
+is small and written against the documented API (2.13+): ``add_retention_policy`` and
+``remove_retention_policy`` with ``if_exists`` / ``if_not_exists``.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+MINUTE_HYPERTABLES = ("gpu_pod_usage", "gpu_node_usage", "gpu_cost")
+HOURLY_AGGREGATE = "gpu_cost_hourly"
+
+
+def apply_retention(conn: psycopg.Connection, minute_days: int, rollup_days: int) -> None:
+    """(Re)set retention policies: dropping whole chunks is how TimescaleDB retires old rows."""
+    with conn.transaction():
+        for relation, days in [(t, minute_days) for t in MINUTE_HYPERTABLES] + [
+            (HOURLY_AGGREGATE, rollup_days)
+        ]:
+            conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (relation,))
+            conn.execute(
+                "SELECT add_retention_policy(%s, drop_after => make_interval(days => %s))",
+                (relation, days),
+            )
+        conn.execute(
+            "DELETE FROM price_points WHERE effective_at < now() - make_interval(days => %s)",
+            (minute_days,),
+        )

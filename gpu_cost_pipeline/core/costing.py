@@ -149,3 +149,38 @@ def node_balance_error(
     actual, expected = actual.align(expected, fill_value=0.0)
     scale = np.maximum(expected.abs(), 1e-12)
     return float(((actual - expected).abs() / scale).max())
+
+
+POD_LOOKUP_COLUMNS = [
+    "namespace",
+    "team",
+    "project",
+    "experiment_id",
+    "cost_center",
+    "sharing_mode",
+]
+
+
+def attach_attributes(
+    pod_minutes: pd.DataFrame, pods: pd.DataFrame, node_minutes: pd.DataFrame
+) -> pd.DataFrame:
+    """Pod-minute rows with their pod's attribution and their node's price key.
+
+    Looked up by index rather than merged, which keeps millions of rows fast. A node's price key
+    is taken as fixed within a window (a node does not change instance or capacity type).
+    """
+    by_uid = pods.drop_duplicates("pod_uid").set_index("pod_uid")[POD_LOOKUP_COLUMNS]
+    attribution = by_uid.reindex(pod_minutes["pod_uid"].to_numpy()).fillna("")
+    by_node = node_minutes.drop_duplicates("node", keep="last").set_index("node")[PRICE_KEY]
+    node_keys = by_node.reindex(pod_minutes["node"].to_numpy())
+    if node_keys["gpu_model"].isna().any():
+        missing = node_keys.index[node_keys["gpu_model"].isna()].unique()[:5].tolist()
+        raise ValueError(f"pod usage on nodes with no node usage in the window: {missing}")
+    return pd.concat(
+        [
+            pod_minutes.reset_index(drop=True),
+            attribution.reset_index(drop=True),
+            node_keys.reset_index(drop=True),
+        ],
+        axis=1,
+    )

@@ -153,3 +153,29 @@ def derive_window_usage(
         nodes=node_minutes[NODE_USAGE_COLUMNS],
         issues=issues,
     )
+
+
+POD_ATTRIBUTE_COLUMNS = [
+    "pod_uid",
+    "namespace",
+    "pod",
+    "team",
+    "project",
+    "experiment_id",
+    "cost_center",
+    "gpu_resource",
+    "gpu_requested",
+    "sharing_mode",
+    "labels",
+    "cost_limit_usd",
+]
+
+
+def pod_attributes(pod_usage: pd.DataFrame) -> pd.DataFrame:
+    """One row per pod: its attribution and labels, and the first and last minute it was seen."""
+    if pod_usage.empty:
+        return pd.DataFrame(columns=[*POD_ATTRIBUTE_COLUMNS, "first_seen", "last_seen"])
+    first_rows = pod_usage.drop_duplicates("pod_uid")[POD_ATTRIBUTE_COLUMNS].set_index("pod_uid")
+    seen = pod_usage.groupby("pod_uid", sort=False)["minute"].agg(["min", "max"])
+    seen.columns = ["first_seen", "last_seen"]
+    return first_rows.join(seen).reset_index()

@@ -4,19 +4,20 @@ Objects come back as the raw JSON the API server serves (camelCase keys), read w
 ``_preload_content=False`` so the kubernetes client's slow model deserialisation is skipped.
 """
 
+from __future__ import annotations
+
 import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import urllib3
 from dagster import ConfigurableResource, get_dagster_logger
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
+
+if TYPE_CHECKING:  # the client takes over a second to import: only runs that use it pay
+    from kubernetes import client as k8s_client
 
 from gpu_cost_pipeline.core.sharing import is_gpu_resource
 
@@ -169,6 +170,10 @@ class KubernetesResource(ConfigurableResource):
 
     @contextmanager
     def _api_client(self, operation: str) -> Iterator[k8s_client.ApiClient]:
+        from kubernetes import client as k8s_client
+        from kubernetes import config as k8s_config
+        from kubernetes.config.config_exception import ConfigException
+
         try:
             if self.uses_in_cluster_config():
                 # Our own Configuration: load_incluster_config() without one would replace the
@@ -208,6 +213,8 @@ class KubernetesResource(ConfigurableResource):
         return f"{where} (context {self.context})" if self.context else where
 
     def _list_all(self, operation: str, list_call: Callable[..., Any]) -> list[dict]:
+        from kubernetes import client as k8s_client
+
         with self._api_client(operation) as api_client:
             api = k8s_client.CoreV1Api(api_client)
             host = _server_label(api_client.configuration.host)
@@ -278,6 +285,9 @@ class KubernetesResource(ConfigurableResource):
         list_call: Callable[..., Any],
         token: str | None,
     ) -> dict:
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.config.config_exception import ConfigException
+
         response = None
         try:
             response = list_call(

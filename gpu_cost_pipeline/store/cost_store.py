@@ -152,9 +152,10 @@ class CostStore(dg.ConfigurableResource):
 
 
 def _columns(conn: psycopg.Connection, table: str) -> list[str]:
+    # pg_attribute through regclass also finds temporary tables (information_schema does not).
     rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns"
-        " WHERE table_name = %s AND table_schema = current_schema() ORDER BY ordinal_position",
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
+        " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         (table,),
     ).fetchall()
     return [name for (name,) in rows]

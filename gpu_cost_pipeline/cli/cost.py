@@ -1,0 +1,171 @@
+"""``gpu-autoscaler cost``: what GPUs cost over a recent period, and who spent it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from gpu_cost_pipeline.defs.resources import store_from_env
+from gpu_cost_pipeline.store.reports import MEASURES, CostFilter, cost_breakdown, data_coverage
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+UNLABELLED = "(none)"
+IDLE = "(idle GPUs)"
+VIEWS = {
+    "summary": [("namespace", "Namespace"), ("team", "Team")],
+    "detailed": [
+        ("namespace", "Namespace"),
+        ("team", "Team"),
+        ("project", "Project"),
+        ("experiment_id", "Experiment"),
+        ("cost_center", "Cost center"),
+        ("gpu_model", "GPU model"),
+        ("capacity_type", "Capacity type"),
+    ],
+}
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text)
+    if not match or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90m, 24h or 30d")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+ATTRIBUTION = {"namespace", "team", "project", "experiment_id", "cost_center"}
+
+
+def _label(value: object, is_idle: bool, column: str) -> str:
+    """Idle GPUs belong to no pod: they get their own line in attribution views."""
+    if is_idle and column in ATTRIBUTION:
+        return IDLE
+    return str(value) if value else UNLABELLED
+
+
+def build_report(breakdown: pd.DataFrame, start: datetime, end: datetime, cluster: str) -> dict:
+    """Exact figures (floats as computed) for every view; the renderers only format them."""
+    total = breakdown[MEASURES].sum()
+    idle = breakdown[breakdown["is_idle"]]
+    estimated = breakdown.loc[breakdown["price_source"] == "estimate", "cost_usd"].sum()
+
+    def group(column: str) -> list[dict]:
+        labels = [
+            _label(value, idle, column)
+            for value, idle in zip(breakdown[column], breakdown["is_idle"], strict=True)
+        ]
+        grouped = breakdown.assign(**{column: labels}).groupby(column)[MEASURES].sum()
+        grouped = grouped.sort_values("cost_usd", ascending=False).reset_index()
+        return grouped.rename(columns={column: "name"}).to_dict("records")
+
+    return {
+        "cluster": cluster,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "total_cost_usd": float(total.get("cost_usd", 0.0)),
+        "on_demand_cost_usd": float(total.get("on_demand_cost_usd", 0.0)),
+        "exclusive_cost_usd": float(total.get("exclusive_cost_usd", 0.0)),
+        "gpu_hours": float(total.get("gpu_hours", 0.0)),
+        "idle_cost_usd": float(idle["cost_usd"].sum()),
+        "idle_gpu_hours": float(idle["gpu_hours"].sum()),
+        "estimated_cost_usd": float(estimated),
+        **{f"by_{column}": group(column) for column, _ in VIEWS["detailed"]},
+    }
+
+
+def _money(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.1%}" if whole else "–"
+
+
+def render_tables(report: dict, view: str, console: Console) -> None:
+    total = report["total_cost_usd"]
+    start = datetime.fromisoformat(report["start"])
+    end = datetime.fromisoformat(report["end"])
+    console.print(
+        f"[bold]GPU cost[/bold] — cluster {report['cluster']} — "
+        f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC"
+    )
+    summary = Table(show_header=False, box=None, pad_edge=False)
+    summary.add_row("Total cost", _money(total))
+    summary.add_row("GPU-hours", f"{report['gpu_hours']:,.2f}")
+    summary.add_row(
+        "Idle GPUs",
+        f"{_money(report['idle_cost_usd'])} ({_share(report['idle_cost_usd'], total)} of cost, "
+        f"{report['idle_gpu_hours']:,.2f} GPU-hours)",
+    )
+    for figures in report["by_capacity_type"]:
+        summary.add_row(
+            figures["name"].capitalize(),
+            f"{_money(figures['cost_usd'])} ({_share(figures['cost_usd'], total)}, "
+            f"{figures['gpu_hours']:,.2f} GPU-hours)",
+        )
+    summary.add_row("On-demand equivalent", _money(report["on_demand_cost_usd"]))
+    if report["estimated_cost_usd"] > 0:
+        summary.add_row(
+            "Prices",
+            f"{_share(report['estimated_cost_usd'], total)} of cost priced by estimate "
+            "(no price API answered for those nodes)",
+        )
+    console.print(summary)
+    for column, title in VIEWS[view]:
+        table = Table(title=f"By {title.lower()}", title_justify="left")
+        table.add_column(title)
+        table.add_column("Cost", justify="right")
+        table.add_column("Share", justify="right")
+        table.add_column("GPU-hours", justify="right")
+        for row in report[f"by_{column}"]:
+            table.add_row(
+                row["name"],
+                _money(row["cost_usd"]),
+                _share(row["cost_usd"], total),
+                f"{row['gpu_hours']:,.2f}",
+            )
+        console.print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    cluster = args.cluster or os.environ.get("GPU_COST_CLUSTER") or "default"
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = end - args.last
+    store = store_from_env()
+    with store.connection() as conn:
+        first, last = data_coverage(conn, cluster)
+        if first is None:
+            print(
+                f"No cost data yet for cluster {cluster!r} in {store.describe()}. Materialize the "
+                "cost assets first: `make run`, `gpu-autoscaler materialize --last 60m`, or the "
+                "Dagster UI (`make dev`).",
+                file=sys.stderr,
+            )
+            return 2
+        breakdown = cost_breakdown(
+            conn, start, end, CostFilter(cluster=cluster, namespace=args.namespace, team=args.team)
+        )
+    if breakdown.empty:
+        print(
+            f"No cost rows for cluster {cluster!r} between {start:%Y-%m-%d %H:%M} and "
+            f"{end:%Y-%m-%d %H:%M} UTC with these filters (data covers {first:%Y-%m-%d %H:%M} to "
+            f"{last:%Y-%m-%d %H:%M} UTC).",
+            file=sys.stderr,
+        )
+        return 2
+    report = build_report(breakdown, start, end, cluster)
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    elif args.format == "csv":
+        breakdown.sort_values("cost_usd", ascending=False).to_csv(sys.stdout, index=False)
+    else:
+        render_tables(report, args.format, Console())
+    return 0

@@ -1,0 +1,22 @@
+"""The one Definitions object of the gpu_cost_pipeline code location."""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy is beta in 1.13
+
+from gpu_cost_pipeline.defs.costs.assets import gpu_cost
+from gpu_cost_pipeline.defs.jobs import gpu_cost_every_minute, gpu_cost_job
+from gpu_cost_pipeline.defs.pricing.assets import gpu_prices
+from gpu_cost_pipeline.defs.resources import build_resources
+from gpu_cost_pipeline.defs.usage.assets import gpu_usage
+
+defs = dg.Definitions(
+    assets=[gpu_usage, gpu_prices, gpu_cost],
+    jobs=[gpu_cost_job],
+    schedules=[gpu_cost_every_minute],
+    resources=build_resources(),
+)

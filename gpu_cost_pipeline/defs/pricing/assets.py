@@ -1,0 +1,52 @@
+"""gpu_prices: a price per GPU-hour for every price key seen in the window."""
+
+import dagster as dg
+import pandas as pd
+
+from gpu_cost_pipeline.core.pricing import SOURCE_ESTIMATE
+from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_partitions
+from gpu_cost_pipeline.defs.pricing.resources import PriceCatalog
+from gpu_cost_pipeline.defs.usage.source import UsageSource
+from gpu_cost_pipeline.store import queries
+from gpu_cost_pipeline.store.cost_store import CostStore
+
+
+@dg.asset(
+    deps=["gpu_node_usage"],
+    partitions_def=minute_partitions,
+    backfill_policy=minute_backfill_policy,
+    group_name="pricing",
+    kinds={"postgres"},
+    description="Price points (price per GPU-hour, on-demand baseline, source, effective time) "
+    "for every provider/region/zone/instance type/GPU model/capacity type in the window.",
+)
+def gpu_prices(
+    context: dg.AssetExecutionContext,
+    store: CostStore,
+    usage_source: UsageSource,
+    prices: PriceCatalog,
+) -> dg.MaterializeResult:
+    window = context.partition_time_window
+    cluster = usage_source.cluster
+    with store.write_window(cluster, window.start, window.end) as writer:
+        keys = queries.price_keys(writer.conn, cluster, window.start, window.end)
+        stored = queries.price_points(
+            writer.conn, cluster, window.start, window.end, prices.cache_ttl()
+        )
+        resolved = prices.resolve(keys, window.start, stored) if not keys.empty else None
+        points = resolved.prices if resolved else pd.DataFrame()
+        writer.replace("price_points", points, time_column="effective_at")
+    for warning in resolved.warnings if resolved else []:
+        context.log.warning(warning)
+    by_source = points["source"].value_counts() if not points.empty else pd.Series(dtype=int)
+    return dg.MaterializeResult(
+        metadata={
+            "price_keys": len(points),
+            "estimated_keys": int(by_source.get(SOURCE_ESTIMATE, 0)),
+            "api_keys": int(by_source.get("api", 0)),
+            "cached_keys": int(by_source.get("cache", 0)),
+            "mean_price_per_gpu_hour": round(float(points["price_per_gpu_hour"].mean()), 6)
+            if not points.empty
+            else 0.0,
+        }
+    )

@@ -1,0 +1,50 @@
+"""gpu_node_usage and gpu_pod_usage: what ran where, minute by minute."""
+
+import dagster as dg
+
+from gpu_cost_pipeline.core.window_usage import derive_window_usage, pod_attributes
+from gpu_cost_pipeline.core.windows import window_chunks
+from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_partitions
+from gpu_cost_pipeline.defs.reporting import UsageTotals, log_issues
+from gpu_cost_pipeline.defs.usage.source import UsageSource
+from gpu_cost_pipeline.store.cost_store import CostStore
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "gpu_node_usage",
+            description="One row per GPU node per minute: model, count, capacity type, price "
+            "key, and how many of its GPUs pods held.",
+            group_name="usage",
+            kinds={"postgres"},
+        ),
+        dg.AssetSpec(
+            "gpu_pod_usage",
+            description="One row per GPU pod per minute: its share of physical GPUs and seconds "
+            "run; attribution and labels in gpu_pods.",
+            group_name="usage",
+            kinds={"postgres"},
+        ),
+    ],
+    partitions_def=minute_partitions,
+    backfill_policy=minute_backfill_policy,
+)
+def gpu_usage(context: dg.AssetExecutionContext, store: CostStore, usage_source: UsageSource):
+    """Observe the cluster over the window and store node and pod minutes (one transaction)."""
+    window = context.partition_time_window
+    settings = usage_source.settings()
+    totals = UsageTotals()
+    with store.write_window(settings.cluster, window.start, window.end) as writer:
+        for start, end in window_chunks(window.start, window.end, usage_source.chunk_minutes):
+            seen = usage_source.observe(start, end)
+            usage = derive_window_usage(
+                seen.nodes, seen.pods, seen.pod_start_s, seen.pod_end_s, start, end, settings
+            )
+            writer.replace("gpu_node_usage", usage.nodes)
+            writer.replace("gpu_pod_usage", usage.pods)
+            writer.upsert_pods(pod_attributes(usage.pods))
+            totals.add(usage)
+    log_issues(context.log, totals.issues)
+    yield dg.MaterializeResult(asset_key="gpu_node_usage", metadata=totals.node_metadata())
+    yield dg.MaterializeResult(asset_key="gpu_pod_usage", metadata=totals.pod_metadata())

@@ -1,0 +1,103 @@
+"""Where usage comes from: the simulated cluster (default) or a live Kubernetes API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from gpu_cost_pipeline.core.sharing import MigConvention
+from gpu_cost_pipeline.core.simulation import ClusterObservation, SimulatedCluster
+from gpu_cost_pipeline.core.usage import UsageSettings
+from gpu_cost_pipeline.integrations.kubernetes import KubernetesResource
+
+# How late a run may start and still count as observing "the minute just closed".
+LIVE_WINDOW_SLACK = timedelta(minutes=2)
+
+
+class SourceWindowError(ValueError):
+    """The configured source cannot observe the requested window."""
+
+
+@cache
+def _simulated_cluster(gpu_pods: int, seed: int, region: str) -> SimulatedCluster:
+    return SimulatedCluster(gpu_pods=gpu_pods, seed=seed, region=region)
+
+
+def _parse_time(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+class UsageSource(dg.ConfigurableResource):
+    """Observes the cluster's GPU pods and nodes for a window."""
+
+    source: Literal["simulated", "kubernetes"] = Field(default="simulated")
+    cluster: str = Field(default="default", description="Name stored with every row.")
+    default_provider: str = Field(default="aws", description="Provider for nodes that name none.")
+    default_region: str = Field(default="us-east-1", description="Region for nodes without one.")
+    mig_convention: Literal["compute", "memory"] = Field(default="compute")
+    simulated_gpu_pods: int = Field(default=80, ge=1, description="Simulated concurrent pods.")
+    simulated_seed: int = 42
+    chunk_minutes: int = Field(
+        default=240, ge=1, description="Minutes processed per chunk: bounds memory on long windows."
+    )
+    kubernetes: KubernetesResource = Field(default_factory=KubernetesResource)
+
+    def settings(self) -> UsageSettings:
+        return UsageSettings(
+            cluster=self.cluster,
+            default_provider=self.default_provider,
+            default_region=self.default_region,
+            mig_convention=MigConvention(self.mig_convention),
+        )
+
+    def observe(
+        self, window_start: datetime, window_end: datetime, now: datetime | None = None
+    ) -> ClusterObservation:
+        if self.source == "simulated":
+            cluster = _simulated_cluster(
+                self.simulated_gpu_pods, self.simulated_seed, self.default_region
+            )
+            return cluster.observe(window_start, window_end)
+        return self._observe_live(window_start, window_end, now or datetime.now(UTC))
+
+    def _observe_live(
+        self, window_start: datetime, window_end: datetime, now: datetime
+    ) -> ClusterObservation:
+        """The API shows the present only: it can serve the minute just closed, nothing older.
+        Each pod counts from its start time (or the window start) to the window end."""
+        if window_end - window_start > timedelta(minutes=1) or not (
+            window_end <= now <= window_end + LIVE_WINDOW_SLACK
+        ):
+            raise SourceWindowError(
+                f"the kubernetes source sees only the present and can serve only the minute just "
+                f"closed; window {window_start:%Y-%m-%d %H:%M}–{window_end:%H:%M} UTC is not that "
+                f"minute (now {now:%Y-%m-%d %H:%M:%S} UTC). For history, use the Prometheus "
+                "source (GPU_COST_SOURCE=prometheus), which reads past usage from "
+                "kube-state-metrics."
+            )
+        nodes = self.kubernetes.list_gpu_nodes()
+        pods = self.kubernetes.list_running_gpu_pods()
+        start_s, end_s = int(window_start.timestamp()), int(window_end.timestamp())
+        starts = np.array(
+            [
+                max(start_s, _parse_time((pod.get("status") or {}).get("startTime")) or start_s)
+                for pod in pods
+            ],
+            dtype=np.int64,
+        )
+        return ClusterObservation(
+            nodes=nodes,
+            pods=pods,
+            pod_start_s=np.minimum(starts, end_s),
+            pod_end_s=np.full(len(pods), end_s, dtype=np.int64),
+        )

@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     materialize.set_defaults(run=pipeline.run_materialize)
 
     db = commands.add_parser("db", help="The embedded PostgreSQL server.")
-    db.add_argument("action", choices=["start", "stop", "status"])
+    db.add_argument(
+        "action",
+        choices=["start", "stop", "status", "running"],
+        help="running: exit 0 if the embedded server runs, 1 if not (for scripts).",
+    )
     db.set_defaults(run=pipeline.run_db)
     return parser
 

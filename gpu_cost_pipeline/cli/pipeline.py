@@ -14,7 +14,7 @@ from dagster._core.storage.tags import (
 )
 
 from gpu_cost_pipeline.defs.resources import store_from_env
-from gpu_cost_pipeline.store.embedded import stop_embedded_server
+from gpu_cost_pipeline.store.embedded import embedded_server_running, stop_embedded_server
 
 
 def recent_partition_range(minutes: int) -> tuple[str, str]:
@@ -77,7 +77,8 @@ def run_materialize(args: argparse.Namespace) -> int:
         figures = {
             key: value.value
             for key, value in materialization.metadata.items()
-            if key in ("rows", "total_cost_usd", "gpu_hours", "idle_share")
+            if key
+            in ("rows", "price_keys", "estimated_keys", "total_cost_usd", "gpu_hours", "idle_share")
         }
         print(f"  {name}: {figures}")
     print(f"Run {result.run_id} succeeded in {elapsed:.1f} s")
@@ -89,6 +90,8 @@ def run_db(args: argparse.Namespace) -> int:
     if store.database_url:
         print(f"Using an external database ({store.describe()}); nothing to {args.action}.")
         return 0
+    if args.action == "running":
+        return 0 if embedded_server_running(store.data_dir) else 1
     if args.action == "stop":
         stopped = stop_embedded_server(store.data_dir)
         print(

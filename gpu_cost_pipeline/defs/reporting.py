@@ -54,8 +54,8 @@ class UsageTotals:
         return {
             "rows": self.node_minutes,
             "nodes": len(self.nodes),
-            "gpu_hours_capacity": round(self.gpu_hours_capacity, 6),
-            "idle_share": round(idle, 6),
+            "gpu_hours_capacity": self.gpu_hours_capacity,
+            "idle_share": idle,
             "unknown_model_nodes": len(self.unknown_model_nodes),
             "node_input_problems": self._issue_count("Node"),
         }
@@ -64,7 +64,7 @@ class UsageTotals:
         return {
             "rows": self.pod_minutes,
             "pods": len(self.pods),
-            "gpu_hours": round(self.gpu_hours_held, 6),
+            "gpu_hours": self.gpu_hours_held,
             "pods_without_team": len(self.pods_without_team),
             "pod_input_problems": self._issue_count("Pod"),
         }
@@ -75,12 +75,12 @@ def cost_metadata(totals: pd.Series, rows: int, idle_rows: int) -> dict[str, flo
     return {
         "rows": rows,
         "idle_rows": idle_rows,
-        "total_cost_usd": round(total, 6),
-        "on_demand_cost_usd": round(float(totals.get("on_demand_cost_usd", 0.0)), 6),
-        "exclusive_cost_usd": round(float(totals.get("exclusive_cost_usd", 0.0)), 6),
-        "gpu_hours": round(float(totals.get("gpu_hours", 0.0)), 6),
-        "idle_share": round(float(totals.get("idle_cost_usd", 0.0)) / total, 6) if total else 0.0,
-        "estimated_price_share": round(float(totals.get("estimated_cost_usd", 0.0)) / total, 6)
+        "total_cost_usd": total,
+        "on_demand_cost_usd": float(totals.get("on_demand_cost_usd", 0.0)),
+        "exclusive_cost_usd": float(totals.get("exclusive_cost_usd", 0.0)),
+        "gpu_hours": float(totals.get("gpu_hours", 0.0)),
+        "idle_share": float(totals.get("idle_cost_usd", 0.0)) / total if total else 0.0,
+        "estimated_price_share": float(totals.get("estimated_cost_usd", 0.0)) / total
         if total
         else 0.0,
     }

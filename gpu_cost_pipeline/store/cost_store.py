@@ -269,6 +269,7 @@ class WindowWriter:
             "CREATE TEMP TABLE IF NOT EXISTS gpu_pods_incoming"
             " (LIKE gpu_pods INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
+        self.conn.execute("TRUNCATE gpu_pods_incoming")  # earlier chunks of this window
         copy_frame(self.conn, "gpu_pods_incoming", pods.assign(cluster=self.cluster))
         columns = [c for c in _columns(self.conn, "gpu_pods") if c not in ("cluster", "pod_uid")]
         updates = sql.SQL(", ").join(

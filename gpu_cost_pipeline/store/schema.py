@@ -38,6 +38,7 @@ def migrate(conn: psycopg.Connection) -> str:
     """Apply pending migrations; returns the store's mode (``plain`` or ``timescale``).
 
     The mode is chosen once, when the database is first migrated, and kept from then on.
+    Takes a fresh connection and leaves it in autocommit mode.
     """
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))

@@ -45,7 +45,7 @@ def gpu_prices(
             "estimated_keys": int(by_source.get(SOURCE_ESTIMATE, 0)),
             "api_keys": int(by_source.get("api", 0)),
             "cached_keys": int(by_source.get("cache", 0)),
-            "mean_price_per_gpu_hour": round(float(points["price_per_gpu_hour"].mean()), 6)
+            "mean_price_per_gpu_hour": float(points["price_per_gpu_hour"].mean())
             if not points.empty
             else 0.0,
         }

@@ -1,0 +1,62 @@
+# Two commands do everything from a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP  := $(VENV)/.installed
+
+# Local state: the embedded PostgreSQL and the Dagster instance live under .data/.
+export GPU_COST_DATA_DIR ?= $(CURDIR)/.data
+export DAGSTER_HOME ?= $(CURDIR)/.data/dagster
+
+.PHONY: setup run dev test bench lint format stop clean
+
+setup: $(STAMP)
+
+# The virtual environment, exactly as the lock file says (uv installs it in seconds).
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade >/dev/null
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	touch $@
+
+# Materialize the last 60 minutes (one range run) on the simulated cluster, print the report.
+# The embedded PostgreSQL is stopped afterwards unless it was already running (e.g. `make dev`).
+run: setup $(DAGSTER_HOME)/dagster.yaml
+	@was_running=$$($(BIN)/gpu-autoscaler db running && echo yes); \
+	$(BIN)/gpu-autoscaler materialize --last 60m && $(BIN)/gpu-autoscaler cost --last 1h; \
+	status=$$?; \
+	[ -n "$$was_running" ] || $(BIN)/gpu-autoscaler db stop >/dev/null; \
+	exit $$status
+
+# The Dagster UI (webserver + daemon) on the same code and store: http://127.0.0.1:3000
+dev: setup $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/gpu-autoscaler db start
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \
+	status=$$?; $(BIN)/gpu-autoscaler db stop; exit $$status
+
+test: setup
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+stop: setup
+	$(BIN)/gpu-autoscaler db stop
+
+clean: stop
+	rm -rf .data

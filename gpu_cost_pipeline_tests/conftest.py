@@ -1,0 +1,49 @@
+"""Shared fixtures: one real embedded PostgreSQL server for the whole test session, and a fresh
+database on it for each test that writes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gpu_cost_pipeline.store.cost_store import CostStore
+from gpu_cost_pipeline.store.embedded import embedded_database_url, stop_embedded_server
+
+# Settings that a developer's shell might carry must not leak into tests.
+for _name in [n for n in os.environ if n.startswith("GPU_COST_")] + ["KUBECONFIG", "DAGSTER_HOME"]:
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture(scope="session")
+def pg_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    data_dir = tmp_path_factory.mktemp("pg")
+    yield data_dir
+    stop_embedded_server(data_dir)
+
+
+@pytest.fixture(scope="session")
+def server_url(pg_data_dir: Path) -> str:
+    """URL of the pipeline database on the session's embedded server."""
+    return embedded_database_url(pg_data_dir)
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    """A new, empty database for one test (dropped afterwards)."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = server_url.replace("/gpu_costs?", f"/{name}?")
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def store(database_url: str) -> CostStore:
+    return CostStore(database_url=database_url)

@@ -1,0 +1,178 @@
+"""CostStore against a real PostgreSQL: migrations, window-idempotent writes, reads, retention."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import psycopg
+import pytest
+
+from gpu_cost_pipeline.store.cost_store import CostStore, StoreError, redact_url
+from gpu_cost_pipeline.store.schema import migrate
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def node_rows(start: datetime, minutes: int, node: str = "n1", gpus: int = 8) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "minute": pd.date_range(start, periods=minutes, freq="min", tz="UTC"),
+            "node": node,
+            "gpu_model": "H100-80GB",
+            "gpu_count": gpus,
+            "sharing_mode": "exclusive",
+            "capacity_type": "on-demand",
+            "instance_type": "p5.48xlarge",
+            "provider": "aws",
+            "region": "us-east-1",
+            "zone": "",
+            "seconds": 60,
+            "gpus_held": 2.0,
+            "idle_gpus": gpus - 2.0,
+        }
+    )
+
+
+def count(store: CostStore, table: str, cluster: str = "c1") -> int:
+    with store.connection() as conn:
+        row = conn.execute(
+            f"SELECT count(*) FROM {table} WHERE cluster = %s", (cluster,)
+        ).fetchone()
+    return row[0] if row else 0
+
+
+def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
+    assert store.mode() == "plain"
+    with store.connection() as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+        assert versions == ["001_core_tables", "plain/002_hourly_rollup"]
+        tables = {
+            name
+            for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        }
+    assert {"gpu_pods", "gpu_pod_usage", "gpu_node_usage", "price_points", "gpu_cost"} <= tables
+    assert "gpu_cost_hourly" in tables
+    with psycopg.connect(store.database_url or "") as conn:
+        assert migrate(conn) == "plain"  # a second run applies nothing
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (2,)
+
+
+def test_concurrent_processes_migrate_once(database_url: str):
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(database_url) as conn:
+                migrate(conn)
+        except Exception as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (2,)
+
+
+def test_rewriting_a_window_replaces_it_and_touches_nothing_else(store: CostStore):
+    end = T0 + timedelta(minutes=10)
+    with store.write_window("c1", T0 - timedelta(minutes=10), T0) as writer:
+        writer.replace("gpu_node_usage", node_rows(T0 - timedelta(minutes=10), 10))
+    with store.write_window("c2", T0, end) as writer:
+        writer.replace("gpu_node_usage", node_rows(T0, 10))
+    for _ in range(3):
+        with store.write_window("c1", T0, end) as writer:
+            writer.replace("gpu_node_usage", node_rows(T0, 10))
+    assert count(store, "gpu_node_usage", "c1") == 20
+    assert count(store, "gpu_node_usage", "c2") == 10
+
+
+def test_chunks_of_one_window_accumulate_and_the_delete_happens_once(store: CostStore):
+    with store.write_window("c1", T0, T0 + timedelta(minutes=10)) as writer:
+        writer.replace("gpu_node_usage", node_rows(T0, 5))
+        writer.replace("gpu_node_usage", node_rows(T0 + timedelta(minutes=5), 5))
+    assert count(store, "gpu_node_usage") == 10
+
+
+def test_a_failed_write_leaves_the_previous_window_intact(store: CostStore):
+    end = T0 + timedelta(minutes=10)
+    with store.write_window("c1", T0, end) as writer:
+        writer.replace("gpu_node_usage", node_rows(T0, 10))
+    bad = node_rows(T0, 10)
+    bad.loc[3, "gpu_count"] = 0  # violates CHECK (gpu_count > 0)
+    with pytest.raises(psycopg.errors.CheckViolation), store.write_window("c1", T0, end) as writer:
+        writer.replace("gpu_node_usage", node_rows(T0, 5))
+        writer.replace("gpu_node_usage", bad)
+    assert count(store, "gpu_node_usage") == 10
+
+
+def test_read_frame_keeps_types_including_empty_results(store: CostStore):
+    with store.write_window("c1", T0, T0 + timedelta(minutes=3)) as writer:
+        writer.replace("gpu_node_usage", node_rows(T0, 3))
+    frame = store.read_frame("SELECT minute, gpu_count, gpu_model, zone FROM gpu_node_usage")
+    assert list(frame["minute"]) == list(pd.date_range(T0, periods=3, freq="min", tz="UTC"))
+    assert frame["gpu_count"].tolist() == [8, 8, 8]
+    assert frame["zone"].tolist() == ["", "", ""]  # empty strings stay strings, not NULL
+    empty = store.read_frame("SELECT minute, gpu_count FROM gpu_node_usage WHERE false")
+    assert empty.empty and str(empty["minute"].dtype).startswith("datetime64")
+
+
+def test_pod_attributes_upsert_widens_seen_range_without_adding_rows(store: CostStore):
+    pods = pd.DataFrame(
+        {
+            "pod_uid": ["u1"],
+            "namespace": ["ml"],
+            "pod": ["train"],
+            "team": [""],
+            "project": ["p"],
+            "experiment_id": [""],
+            "cost_center": [""],
+            "gpu_resource": ["nvidia.com/gpu"],
+            "gpu_requested": [1],
+            "sharing_mode": ["exclusive"],
+            "labels": ['{"project":"p"}'],
+            "cost_limit_usd": [float("nan")],
+            "first_seen": [T0],
+            "last_seen": [T0 + timedelta(minutes=5)],
+        }
+    )
+    for first, last in ((0, 5), (10, 20), (0, 5)):
+        window = pods.assign(
+            first_seen=T0 + timedelta(minutes=first), last_seen=T0 + timedelta(minutes=last)
+        )
+        with store.write_window("c1", T0, T0 + timedelta(hours=1)) as writer:
+            writer.upsert_pods(window)
+    rows = store.read_frame("SELECT first_seen, last_seen, cost_limit_usd, labels FROM gpu_pods")
+    assert len(rows) == 1
+    assert rows.loc[0, "first_seen"] == T0
+    assert rows.loc[0, "last_seen"] == T0 + timedelta(minutes=20)
+    assert pd.isna(rows.loc[0, "cost_limit_usd"])
+
+
+def test_retention_deletes_only_old_minute_rows(store: CostStore):
+    old = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=120)
+    recent = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+    for start in (old, recent):
+        with store.write_window("c1", start, start + timedelta(minutes=2)) as writer:
+            writer.replace("gpu_node_usage", node_rows(start, 2))
+    deleted = store.apply_retention()
+    assert deleted["gpu_node_usage"] == 2
+    assert count(store, "gpu_node_usage") == 2
+
+
+def test_connection_errors_never_show_the_password():
+    url = "postgresql://costs:hunter2-secret@127.0.0.1:1/gpu_costs"
+    store = CostStore(database_url=url)
+    with pytest.raises(StoreError) as raised:
+        store.read_frame("SELECT 1")
+    assert "hunter2-secret" not in str(raised.value)
+    assert "127.0.0.1" in str(raised.value)
+    assert "hunter2-secret" not in store.describe()
+    assert redact_url(url) == "postgresql://costs:***@127.0.0.1:1/gpu_costs"

@@ -205,6 +205,8 @@ class SimulatedCluster:
     """A cluster sized for about ``gpu_pods`` concurrently running GPU pods."""
 
     def __init__(self, gpu_pods: int = 80, seed: int = 42, region: str = "us-east-1") -> None:
+        if gpu_pods < 1:
+            raise ValueError(f"the simulated cluster needs at least 1 GPU pod, got {gpu_pods}")
         self.seed = seed
         self.region = region
         self.nodes: list[dict] = []

@@ -45,10 +45,11 @@ class UsageSource(dg.ConfigurableResource):
     default_provider: str = Field(default="aws", description="Provider for nodes that name none.")
     default_region: str = Field(default="us-east-1", description="Region for nodes without one.")
     mig_convention: Literal["compute", "memory"] = Field(default="compute")
-    simulated_gpu_pods: int = Field(default=80, ge=1, description="Simulated concurrent pods.")
+    # No ge= bounds on int fields: dagster.EnvVar.int placeholders would fail them at load time.
+    simulated_gpu_pods: int = Field(default=80, description="Simulated concurrent pods.")
     simulated_seed: int = 42
     chunk_minutes: int = Field(
-        default=240, ge=1, description="Minutes processed per chunk: bounds memory on long windows."
+        default=240, description="Minutes processed per chunk: bounds memory on long windows."
     )
     kubernetes: KubernetesResource = Field(default_factory=KubernetesResource)
 

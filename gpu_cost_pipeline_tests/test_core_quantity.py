@@ -58,12 +58,6 @@ def test_parse_device_count_rejects(value: object, message: str) -> None:
         parse_device_count(value)
 
 
-@pytest.mark.xfail(
-    reason="BUG: parse_device_count(float('nan')) raises decimal.InvalidOperation and "
-    "float('inf') raises OverflowError, not the documented ValueError (so parse_pods, which "
-    "only catches ValueError, would crash on such a value)",
-    strict=True,
-)
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_parse_device_count_rejects_non_finite_floats_with_value_error(value: float) -> None:
     with pytest.raises(ValueError):

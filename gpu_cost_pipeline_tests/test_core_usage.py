@@ -400,13 +400,6 @@ def test_unknown_model_is_kept_and_reported() -> None:
     assert "unknown" in parsed.issues[0].action
 
 
-@pytest.mark.xfail(
-    reason="BUG: usage.parse_nodes: a node with nvidia.com/gpu.replicas=4 and capacity 4 but no "
-    "nvidia.com/gpu.sharing-strategy label gets gpu_count = capacity // replicas = 1, yet "
-    "sharing_mode 'none' (not a sharing mode) and its pods count as whole GPUs, so 4 pods "
-    "'hold' 4 GPUs of a 1-GPU node (later scaled down as oversubscription)",
-    strict=True,
-)
 def test_replicas_label_without_sharing_strategy_is_consistent() -> None:
     node = make_node(
         "old-gfd",

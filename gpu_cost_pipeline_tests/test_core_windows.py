@@ -1,6 +1,7 @@
 """window_chunks: consecutive pieces that cover a window exactly."""
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -30,7 +31,7 @@ def test_one_minute_chunks_of_a_day() -> None:
     assert len(chunks) == 1440
     assert chunks[0] == (T0, at(1))
     assert chunks[-1] == (at(1439), at(1440))
-    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in pairwise(chunks))
 
 
 def test_empty_window() -> None:

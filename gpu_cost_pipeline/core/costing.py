@@ -45,7 +45,7 @@ COST_COLUMNS = [
 ]
 
 IDLE_UID_PREFIX = "idle:"
-_KEY_STRIDE = 1 << 36  # > any epoch second we will see, so (key, time) packs into one int64
+_KEY_STRIDE = 1 << 36  # > any epoch second we will see, so (key code, time) packs into an int64
 
 
 class MissingPriceError(ValueError):
@@ -53,29 +53,32 @@ class MissingPriceError(ValueError):
 
 
 def _price_key_codes(usage: pd.DataFrame, points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """One int64 code per price key, the same for usage rows and price points (0 never matches).
+    """One dense int64 code per distinct price key, shared by usage rows and price points.
 
-    Factorizing each key column and combining the codes is far faster than merging on six string
-    columns over millions of rows.
+    Factorizing column by column (re-densifying after each step so the codes never overflow)
+    is far faster than merging on six string columns over millions of rows.
     """
-    usage_codes = np.zeros(len(usage), dtype=np.int64)
-    point_codes = np.zeros(len(points), dtype=np.int64)
+    codes = np.zeros(len(usage) + len(points), dtype=np.int64)
     for column in PRICE_KEY:
-        codes, uniques = pd.factorize(usage[column], use_na_sentinel=False)
-        radix = len(uniques) + 1
-        usage_codes = usage_codes * radix + codes + 1
-        point_codes = point_codes * radix + pd.Index(uniques).get_indexer(points[column]) + 1
-    return usage_codes, point_codes
+        values = pd.concat([usage[column], points[column]], ignore_index=True)
+        column_codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        codes = pd.factorize(codes * len(uniques) + column_codes)[0]
+    return codes[: len(usage)], codes[len(usage) :]
+
+
+def _epoch_seconds(times: pd.Series) -> pd.Series:
+    """Epoch seconds whatever the datetime unit (pandas 3 uses us for Python datetimes)."""
+    return times.astype("datetime64[s, UTC]").astype("int64")
 
 
 def _attach_prices(usage: pd.DataFrame, prices: pd.DataFrame) -> pd.DataFrame:
     """The price in effect at each row's minute: the latest price point for the row's key at or
     before that minute. Vectorized as one searchsorted over (key code, effective time)."""
     usage_codes, point_codes = _price_key_codes(usage, prices)
-    point_seconds = pd.to_datetime(prices["effective_at"], utc=True).astype("int64") // 10**9
+    point_seconds = _epoch_seconds(pd.to_datetime(prices["effective_at"], utc=True))
     order = np.lexsort((point_seconds.to_numpy(), point_codes))
     point_keys = point_codes[order] * _KEY_STRIDE + point_seconds.to_numpy()[order]
-    row_seconds = usage["minute"].astype("datetime64[s, UTC]").astype("int64").to_numpy()
+    row_seconds = _epoch_seconds(usage["minute"]).to_numpy()
     position = (
         np.searchsorted(point_keys, usage_codes * _KEY_STRIDE + row_seconds, side="right") - 1
     )

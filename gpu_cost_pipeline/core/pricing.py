@@ -152,11 +152,11 @@ def resolve_prices(
         effective = pd.to_datetime(stored["effective_at"], utc=True)
         in_effect = stored[effective <= at_ts]
         fresh = effective[effective <= at_ts] > at_ts - pd.Timedelta(ttl)
+        # Only prices fetched from an API count as cache: a stored "cache" row is a reuse of
+        # one, and counting it would renew the entry forever.
         for candidates in (
             in_effect[in_effect["source"] == SOURCE_OVERRIDE],
-            in_effect[fresh & in_effect["source"].isin([SOURCE_API, SOURCE_CACHE])].assign(
-                source=SOURCE_CACHE
-            ),
+            in_effect[fresh & (in_effect["source"] == SOURCE_API)].assign(source=SOURCE_CACHE),
         ):
             latest = candidates.sort_values("effective_at").drop_duplicates(PRICE_KEY, keep="last")
             parts.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -29,6 +30,8 @@ _SUFFIXES = {
 def parse_quantity(value: object) -> Decimal:
     """Parse a Kubernetes quantity; raises ValueError with the offending text."""
     if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a quantity")
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{value!r} is not a quantity")
     if isinstance(value, int | float):
         return Decimal(str(value))

@@ -216,6 +216,9 @@ def parse_nodes(nodes: Iterable[Mapping], settings: UsageSettings) -> ParsedNode
         memory_gb = GPU_MODELS[gpu_model].memory_gb if gpu_model in GPU_MODELS else 0
         strategy = labels.get("nvidia.com/gpu.sharing-strategy", "none").lower()
         replicas = _int_label(labels, "nvidia.com/gpu.replicas")
+        if (replicas or 1) > 1 and strategy not in ("time-slicing", "mps"):
+            # Older GPU Feature Discovery sets replicas without a strategy label: time-slicing.
+            strategy = "time-slicing"
         if "nvidia.com/gpu.replicas" in labels and not replicas:
             issues.append(
                 ParseIssue(

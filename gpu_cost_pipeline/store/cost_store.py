@@ -114,8 +114,14 @@ class CostStore(dg.ConfigurableResource):
     @contextmanager
     def write_window(self, cluster: str, start: datetime, end: datetime) -> Iterator[WindowWriter]:
         """One transaction for one window: commit on success, roll back on any error."""
-        with self.connection() as conn, conn.transaction():
-            yield WindowWriter(conn, cluster, start, end, _migrated[self.resolved_url()])
+        with self.connection() as conn:
+            with conn.transaction():
+                writer = WindowWriter(conn, cluster, start, end, _migrated[self.resolved_url()])
+                yield writer
+            if writer.aggregate_refresh is not None:
+                # TimescaleDB refreshes a continuous aggregate outside any transaction.
+                conn.autocommit = True
+                timescale.refresh_hourly(conn, *writer.aggregate_refresh)
 
     def read_frame(self, query: str | sql.Composable, params: Sequence[Any] = ()) -> pd.DataFrame:
         """Run a SELECT and return its rows as a DataFrame, streamed through COPY."""
@@ -238,6 +244,7 @@ class WindowWriter:
         self.conn, self.cluster, self.start, self.end, self.mode = conn, cluster, start, end, mode
         self._cleared: set[str] = set()
         self.deleted: dict[str, int] = {}
+        self.aggregate_refresh: tuple[datetime, datetime] | None = None
 
     def clear(self, table: str, time_column: str = "minute") -> int:
         """Delete the window's rows of ``table`` (once per table per window)."""
@@ -288,14 +295,16 @@ class WindowWriter:
         return len(pods)
 
     def refresh_hourly_rollup(self) -> int:
-        """Recompute the hourly rollup for every hour the window touches (plain PostgreSQL; on
-        TimescaleDB the continuous aggregate keeps itself). Returns rollup rows written."""
-        if self.mode == MODE_TIMESCALE:
-            return 0
+        """Recompute the hourly rollup for every hour the window touches. Returns rollup rows
+        written. On TimescaleDB the continuous aggregate is refreshed for those hours right
+        after the window commits (its policy alone would miss backfills older than 3 days)."""
         hour_start = self.start.replace(minute=0, second=0, microsecond=0)
         hour_end = self.end.replace(minute=0, second=0, microsecond=0)
         if hour_end < self.end:
             hour_end += timedelta(hours=1)
+        if self.mode == MODE_TIMESCALE:
+            self.aggregate_refresh = (hour_start, hour_end)
+            return 0
         params = (self.cluster, hour_start, hour_end)
         self.conn.execute(
             "DELETE FROM gpu_cost_hourly WHERE cluster = %s AND hour >= %s AND hour < %s", params

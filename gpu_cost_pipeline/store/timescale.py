@@ -6,6 +6,8 @@ is small and written against the documented API (2.13+): ``add_retention_policy`
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import psycopg
 
 MINUTE_HYPERTABLES = ("gpu_pod_usage", "gpu_node_usage", "gpu_cost")
@@ -27,3 +29,12 @@ def apply_retention(conn: psycopg.Connection, minute_days: int, rollup_days: int
             "DELETE FROM price_points WHERE effective_at < now() - make_interval(days => %s)",
             (minute_days,),
         )
+
+
+def refresh_hourly(conn: psycopg.Connection, start: datetime, end: datetime) -> None:
+    """Re-materialize the hourly aggregate over [start, end) (hour-aligned); must run outside
+    a transaction block (TimescaleDB refuses CALL refresh_continuous_aggregate inside one)."""
+    conn.execute(
+        "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)",
+        (HOURLY_AGGREGATE, start, end),
+    )

@@ -1,4 +1,4 @@
-"""Running gpu_cost_job in process, the way the CLI and the schedule do.
+"""Running gpu_cost_job in process, the way `gpu-autoscaler materialize` does.
 
 The Definitions read the GPU_COST_* variables when first imported (resources, the partitions'
 start), so they are imported lazily, on the first ``run_job`` or ``minute_partitions`` call: call
@@ -8,21 +8,26 @@ start), so they are imported lazily, on the first ``run_job`` or ``minute_partit
 from __future__ import annotations
 
 import os
-import warnings
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import dagster as dg
-import pydantic
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from bench._common import BENCH_CLUSTER, Stopwatch, progress
-from gpu_cost_pipeline.defs.resources import store_from_env, usage_source_from_env
+from bench._common import BENCH_CLUSTER, Stopwatch, progress, report
+from gpu_cost_pipeline.defs.resources import store_from_env
 
+_STEP_MARKS = {
+    "STEP_START": "start",
+    "STEP_OUTPUT": "result",
+    "ASSET_MATERIALIZATION": "result",
+    "STEP_SUCCESS": "end",
+}
 # The loggers as `gpu-autoscaler materialize` sets them: warnings on the console.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -35,10 +40,25 @@ def configure(data_dir: Path, pods: int) -> None:
 
 
 @dataclass
+class StepTiming:
+    """One step, from the event log's timestamps: the asset function's work up to its first
+    result, then the per-partition events Dagster logs for the results."""
+
+    compute_s: float
+    events_s: float
+    materializations: int
+
+    @property
+    def seconds(self) -> float:
+        return self.compute_s + self.events_s
+
+
+@dataclass
 class RunFigures:
     seconds: float
+    before_steps_s: float  # launch to the first step's start: run creation and planning
     rows: dict[str, int]  # the "rows" metadata per asset
-    step_seconds: dict[str, float]
+    steps: dict[str, StepTiming]
     failed_checks: list[str]
 
 
@@ -49,46 +69,10 @@ def prepare_store() -> float:
     return watch.seconds
 
 
-# Set when gpu_cost_pipeline.definitions cannot load and the job runs on plain-valued resources.
-definitions_note: str | None = None
+def _job() -> dg.JobDefinition:
+    from gpu_cost_pipeline.definitions import defs
 
-
-@cache
-def _definitions() -> dg.Definitions:
-    """The code location's ``defs``. If they do not load, the same assets and job with the
-    resources built from the same variables as plain values (as the CLI builds them): Dagster's
-    ``EnvVar.int`` is an int subclass worth 0 until resolved, so a setting validated ``ge=1``
-    (GPU_COST_SIMULATED_PODS, GPU_COST_CHUNK_MINUTES) fails when set."""
-    global definitions_note
-    try:
-        from gpu_cost_pipeline.definitions import defs
-
-        return defs
-    except pydantic.ValidationError as error:
-        fields = ", ".join(str(e["loc"][-1]) for e in error.errors() if e["loc"])
-        definitions_note = f"defs fail to load ({fields}), ran gpu_cost_job on plain resources"
-        progress(f"gpu_cost_pipeline.definitions failed: {error}")
-        progress("running the same gpu_cost_job with plain-valued resources instead")
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    from gpu_cost_pipeline.defs.costs.assets import gpu_cost
-    from gpu_cost_pipeline.defs.jobs import gpu_cost_job
-    from gpu_cost_pipeline.defs.pricing.assets import gpu_prices
-    from gpu_cost_pipeline.defs.pricing.resources import PriceCatalog
-    from gpu_cost_pipeline.defs.usage.assets import gpu_usage
-
-    return dg.Definitions(
-        assets=[gpu_usage, gpu_prices, gpu_cost],
-        jobs=[gpu_cost_job],
-        resources={
-            "store": store_from_env(),
-            "usage_source": usage_source_from_env(),
-            "prices": PriceCatalog(),  # clean_environment leaves its one variable unset
-        },
-    )
-
-
-def run_notes() -> list[str]:
-    return [definitions_note] if definitions_note else []
+    return defs.resolve_job_def("gpu_cost_job")
 
 
 def run_job(
@@ -96,13 +80,14 @@ def run_job(
 ) -> RunFigures:
     """One run of gpu_cost_job for one partition or one partition range (what the backfill
     policy launches), in a fresh ephemeral instance; raises if the run fails."""
-    job = _definitions().resolve_job_def("gpu_cost_job")
+    job = _job()
     tags = (
         {ASSET_PARTITION_RANGE_START_TAG: key_range[0], ASSET_PARTITION_RANGE_END_TAG: key_range[1]}
         if key_range
         else None
     )
     with dg.DagsterInstance.ephemeral() as instance:
+        launched = time.time()  # event log timestamps are epoch seconds
         with Stopwatch() as watch:
             result = job.execute_in_process(
                 run_config=RUN_CONFIG,
@@ -114,10 +99,12 @@ def run_job(
         if not result.success:
             failures = [e.message for e in result.all_events if e.is_failure]
             raise RuntimeError(f"run failed: {failures[-1] if failures else 'see the log above'}")
+        logs = instance.all_logs(result.run_id)
         return RunFigures(
             seconds=watch.seconds,
+            before_steps_s=_first_step_start(logs) - launched,
             rows=_rows_by_asset(result),
-            step_seconds=_step_seconds(result),
+            steps=_step_timings(logs),
             failed_checks=_failed_checks(result),
         )
 
@@ -133,11 +120,33 @@ def _rows_by_asset(result: dg.ExecuteInProcessResult) -> dict[str, int]:
     return rows
 
 
-def _step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
+def _first_step_start(logs: Sequence[dg.EventLogEntry]) -> float:
+    return min(entry.timestamp for entry in logs if _event_type(entry) == "STEP_START")
+
+
+def _event_type(entry: dg.EventLogEntry) -> str | None:
+    return entry.dagster_event.event_type_value if entry.dagster_event else None
+
+
+def _step_timings(logs: Sequence[dg.EventLogEntry]) -> dict[str, StepTiming]:
+    marks: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    for entry in logs:
+        kind, step = _event_type(entry), entry.step_key
+        if step is None or kind not in _STEP_MARKS:
+            continue
+        mark = _STEP_MARKS[kind]
+        marks.setdefault(step, {}).setdefault(mark, entry.timestamp)  # first of each kind
+        if kind == "ASSET_MATERIALIZATION":
+            counts[step] = counts.get(step, 0) + 1
     return {
-        event.step_key: event.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
-        for event in result.all_events
-        if event.event_type_value == "STEP_SUCCESS" and event.step_key
+        step: StepTiming(
+            compute_s=mark["result"] - mark["start"],
+            events_s=mark["end"] - mark["result"],
+            materializations=counts.get(step, 0),
+        )
+        for step, mark in marks.items()
+        if {"start", "result", "end"} <= mark.keys()
     }
 
 
@@ -152,3 +161,24 @@ def minute_partitions() -> dg.TimeWindowPartitionsDefinition:
     from gpu_cost_pipeline.defs.partitions import minute_partitions
 
     return minute_partitions
+
+
+def report_breakdown(prefix: str, run: RunFigures) -> None:
+    """Where the run's time went: before the first step, then each step split into the asset
+    function's work and the events Dagster logs for its results."""
+    report(
+        f"{prefix}_before_steps_s",
+        run.before_steps_s,
+        "s",
+        ["run creation, planned-materialization events, resource init"],
+    )
+    for step, timing in run.steps.items():
+        report(
+            f"{prefix}_step_{step}_s",
+            timing.seconds,
+            "s",
+            [
+                f"compute {timing.compute_s:.2f} s",
+                f"then {timing.materializations} materialization event(s) {timing.events_s:.2f} s",
+            ],
+        )

@@ -25,8 +25,8 @@ from bench._pipeline import (
     configure,
     minute_partitions,
     prepare_store,
+    report_breakdown,
     run_job,
-    run_notes,
 )
 
 PODS = 1000
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         "backfill_day_wall_s",
         run.seconds,
         "s",
-        [f"{day}, 1440 minute partitions as one range run, {PODS} pods", *run_notes()],
+        [f"{day}, 1440 minute partitions as one range run, {PODS} pods"],
         target=WALL_TARGET,
     )
     report(
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     report(
         "backfill_day_peak_rss_mb", rss, "MB", ["this process, not PostgreSQL"], target=RSS_TARGET
     )
-    for step, seconds in run.step_seconds.items():
-        report(f"backfill_day_step_{step}_s", seconds, "s")
+    report_breakdown("backfill_day", run)
     report("backfill_day_setup_s", setup_s, "s", ["server start + migrations, before the timer"])
     report("backfill_day_checks_failed", len(run.failed_checks), "checks", run.failed_checks)
 

@@ -20,7 +20,7 @@ from bench._common import (
     progress,
     report,
 )
-from bench._pipeline import RunFigures, configure, minute_partitions, run_job, run_notes
+from bench._pipeline import RunFigures, configure, minute_partitions, report_breakdown, run_job
 from bench.derive import derive_costs
 from gpu_cost_pipeline.core.simulation import SimulatedCluster
 
@@ -66,7 +66,6 @@ def main() -> None:
         [
             f"partition {key}",
             f"in process without Dagster or DB: {reference_s:.2f} s",
-            *run_notes(),
         ],
         target=TARGET,
     )
@@ -81,8 +80,7 @@ def main() -> None:
             f"usage + cost rows: {(pod_rows + node_rows + cost_rows) / run.seconds:.0f} rows/s",
         ],
     )
-    for step, seconds in run.step_seconds.items():
-        report(f"live_minute_step_{step}_s", seconds, "s")
+    report_breakdown("live_minute", run)
     report(
         "live_minute_warmup_s",
         warmup.seconds,

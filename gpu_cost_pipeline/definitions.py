@@ -10,13 +10,14 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy is
 
 from gpu_cost_pipeline.defs.costs.assets import gpu_cost
 from gpu_cost_pipeline.defs.jobs import gpu_cost_every_minute, gpu_cost_job
+from gpu_cost_pipeline.defs.maintenance import retention_daily, retention_job
 from gpu_cost_pipeline.defs.pricing.assets import gpu_prices
 from gpu_cost_pipeline.defs.resources import build_resources
 from gpu_cost_pipeline.defs.usage.assets import gpu_usage
 
 defs = dg.Definitions(
     assets=[gpu_usage, gpu_prices, gpu_cost],
-    jobs=[gpu_cost_job],
-    schedules=[gpu_cost_every_minute],
+    jobs=[gpu_cost_job, retention_job],
+    schedules=[gpu_cost_every_minute, retention_daily],
     resources=build_resources(),
 )

@@ -13,6 +13,7 @@ from gpu_cost_pipeline.core.costing import (
     MissingPriceError,
     _attach_prices,
     attach_attributes,
+    cost_problems,
     cost_rows,
     node_balance_error,
 )
@@ -391,3 +392,16 @@ def test_cost_rows_costs_are_finite() -> None:
     for column in ("cost_usd", "on_demand_cost_usd", "exclusive_cost_usd", "gpu_hours"):
         assert np.isfinite(costs[column]).all()
     assert by_uid(costs)["p"]["cost_usd"] == pytest.approx(6.88 * 0.5 * 17 / 3600, rel=1e-12)
+
+
+def test_cost_problems_counts_negative_and_duplicate_rows() -> None:
+    frame = pd.DataFrame(
+        {
+            "pod_uid": ["a", "a", "b", "c"],
+            "minute": [T10, T10, T10, T10],
+            "cost_usd": [1.0, 1.0, -0.5, 0.0],
+            "on_demand_cost_usd": [1.0, 1.0, 1.0, -1e-12],
+            "exclusive_cost_usd": [1.0, 1.0, 1.0, 0.0],
+        }
+    )
+    assert cost_problems(frame) == {"negative_cost_rows": 2, "duplicate_pod_minutes": 1}

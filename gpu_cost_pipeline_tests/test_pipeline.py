@@ -239,3 +239,18 @@ def test_kubernetes_source_refuses_history_with_a_pointer_to_prometheus(
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = str(failure.event_specific_data.error)
     assert "minute just closed" in message and "prometheus" in message.lower()
+
+
+def test_retention_job_runs_for_the_configured_cluster(store: CostStore, database_url: str):
+    from gpu_cost_pipeline.defs.maintenance import retention_job
+
+    old = minute_partitions.get_partition_key_for_timestamp(
+        (datetime.now(UTC) - timedelta(days=3)).timestamp()
+    )
+    assert dg.materialize(ASSETS, partition_key=old, resources=resources(database_url)).success
+    short = {
+        **resources(database_url),
+        "store": CostStore(database_url=database_url, retention_days=1),
+    }
+    assert retention_job.execute_in_process(resources=short).success
+    assert store.read_frame("SELECT count(*) AS n FROM gpu_cost").loc[0, "n"] == 0

@@ -162,9 +162,12 @@ def test_retention_deletes_only_old_minute_rows(store: CostStore):
     for start in (old, recent):
         with store.write_window("c1", start, start + timedelta(minutes=2)) as writer:
             writer.replace("gpu_node_usage", node_rows(start, 2))
-    deleted = store.apply_retention()
+    with store.write_window("c2", old, old + timedelta(minutes=2)) as writer:
+        writer.replace("gpu_node_usage", node_rows(old, 2))
+    deleted = store.apply_retention("c1")
     assert deleted["gpu_node_usage"] == 2
     assert count(store, "gpu_node_usage") == 2
+    assert count(store, "gpu_node_usage", "c2") == 2  # another cluster's rows are its own
 
 
 def test_connection_errors_never_show_the_password():
@@ -176,3 +179,26 @@ def test_connection_errors_never_show_the_password():
     assert "127.0.0.1" in str(raised.value)
     assert "hunter2-secret" not in store.describe()
     assert redact_url(url) == "postgresql://costs:***@127.0.0.1:1/gpu_costs"
+
+
+def test_concurrent_rewrites_of_one_window_never_double_count(store: CostStore):
+    """Two runs rewriting the same window at once (a schedule tick and a backfill, say)."""
+    end = T0 + timedelta(minutes=10)
+    both_inside = threading.Barrier(2, timeout=10)
+    errors: list[Exception] = []
+
+    def rewrite() -> None:
+        try:
+            with store.write_window("c1", T0, end) as writer:
+                both_inside.wait()  # both transactions are open before either deletes
+                writer.replace("gpu_node_usage", node_rows(T0, 10))
+        except Exception as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=rewrite) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert count(store, "gpu_node_usage") == 10

@@ -187,3 +187,12 @@ def attach_attributes(
         ],
         axis=1,
     )
+
+
+def cost_problems(costs: pd.DataFrame) -> dict[str, int]:
+    """Counts for the data-quality checks of a window's cost rows."""
+    negative = (costs[["cost_usd", "on_demand_cost_usd", "exclusive_cost_usd"]] < 0).any(axis=1)
+    return {
+        "negative_cost_rows": int(negative.sum()),
+        "duplicate_pod_minutes": int(costs.duplicated(["pod_uid", "minute"]).sum()),
+    }

@@ -128,9 +128,10 @@ class CostStore(dg.ConfigurableResource):
         with self.connection() as conn:
             return read_frame(conn, query, params)
 
-    def apply_retention(self) -> dict[str, int]:
-        """Delete minute rows older than retention_days (plain PostgreSQL; TimescaleDB drops
-        whole chunks through its retention policies instead). Returns rows deleted per table."""
+    def apply_retention(self, cluster: str) -> dict[str, int]:
+        """Delete the cluster's minute rows older than retention_days and rollup rows older
+        than rollup_retention_days (plain PostgreSQL; TimescaleDB drops whole chunks through
+        its retention policies instead). Returns rows deleted per table."""
         deleted: dict[str, int] = {}
         with self.connection() as conn:
             if _migrated[self.resolved_url()] == MODE_TIMESCALE:
@@ -142,18 +143,17 @@ class CostStore(dg.ConfigurableResource):
                     ("gpu_cost", "minute", self.retention_days),
                     ("price_points", "effective_at", self.retention_days),
                     ("gpu_cost_hourly", "hour", self.rollup_retention_days),
+                    ("gpu_pods", "last_seen", self.retention_days),
                 ):
+                    # cluster first, so the (cluster, time) indexes serve the delete.
                     cursor = conn.execute(
                         sql.SQL(
-                            "DELETE FROM {} WHERE {} < now() - make_interval(days => %s)"
+                            "DELETE FROM {} WHERE cluster = %s"
+                            " AND {} < now() - make_interval(days => %s)"
                         ).format(sql.Identifier(table), sql.Identifier(column)),
-                        (days,),
+                        (cluster, days),
                     )
                     deleted[table] = cursor.rowcount
-                conn.execute(
-                    "DELETE FROM gpu_pods WHERE last_seen < now() - make_interval(days => %s)",
-                    (self.retention_days,),
-                )
         return deleted
 
 
@@ -247,9 +247,19 @@ class WindowWriter:
         self.aggregate_refresh: tuple[datetime, datetime] | None = None
 
     def clear(self, table: str, time_column: str = "minute") -> int:
-        """Delete the window's rows of ``table`` (once per table per window)."""
+        """Delete the window's rows of ``table`` (once per table per window).
+
+        Writers of one cluster's table queue on a transaction lock first: two runs rewriting
+        overlapping windows at once would otherwise both delete the old rows and both insert,
+        double-counting the overlap. Once it holds the lock, the window is exactly what this
+        transaction writes.
+        """
         if table in self._cleared:
             return 0
+        self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"gpu_cost_pipeline:{self.cluster}:{table}",),
+        )
         cursor = self.conn.execute(
             sql.SQL("DELETE FROM {} WHERE cluster = %s AND {col} >= %s AND {col} < %s").format(
                 sql.Identifier(table), col=sql.Identifier(time_column)

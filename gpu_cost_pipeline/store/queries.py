@@ -78,20 +78,3 @@ def node_minutes(
         "SELECT * FROM gpu_node_usage WHERE cluster = %s AND minute >= %s AND minute < %s",
         (cluster, start, end),
     )
-
-
-def cost_window_problems(
-    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime
-) -> dict[str, int]:
-    """Counts for the cost checks, read back from what was stored."""
-    row = conn.execute(
-        """
-        SELECT count(*) FILTER (WHERE cost_usd < 0 OR on_demand_cost_usd < 0
-                                   OR exclusive_cost_usd < 0),
-               count(*) - count(DISTINCT (pod_uid, minute))
-        FROM gpu_cost WHERE cluster = %s AND minute >= %s AND minute < %s
-        """,
-        (cluster, start, end),
-    ).fetchone()
-    negative, duplicates = row if row else (0, 0)
-    return {"negative_cost_rows": int(negative), "duplicate_pod_minutes": int(duplicates)}

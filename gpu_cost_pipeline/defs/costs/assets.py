@@ -6,7 +6,12 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
-from gpu_cost_pipeline.core.costing import attach_attributes, cost_rows, node_balance_error
+from gpu_cost_pipeline.core.costing import (
+    attach_attributes,
+    cost_problems,
+    cost_rows,
+    node_balance_error,
+)
 from gpu_cost_pipeline.core.windows import window_chunks
 from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_partitions
 from gpu_cost_pipeline.defs.reporting import cost_metadata
@@ -46,6 +51,7 @@ def gpu_cost(
     sums: list[pd.Series] = []
     rows = idle_rows = 0
     balance_error = 0.0
+    problems = {"negative_cost_rows": 0, "duplicate_pod_minutes": 0}
     with store.write_window(cluster, window.start, window.end) as writer:
         conn = writer.conn
         for start, end in window_chunks(window.start, window.end, usage_source.chunk_minutes):
@@ -59,14 +65,14 @@ def gpu_cost(
             costs = cost_rows(pods, nodes, prices)
             writer.replace("gpu_cost", costs)
             balance_error = max(balance_error, node_balance_error(costs, nodes, prices))
+            # Chunks are minute-disjoint and the window is locked, cleared and written in this
+            # transaction, so the stored window is exactly these frames: check them here.
+            for name, found in cost_problems(costs).items():
+                problems[name] += found
             rows += len(costs)
             idle_rows += int(costs["is_idle"].sum())
             sums.append(_totals(costs))
         rollup_rows = writer.refresh_hourly_rollup()
-        problems = queries.cost_window_problems(conn, cluster, window.start, window.end)
-    deleted = store.apply_retention()
-    if any(deleted.values()):
-        context.log.info(f"retention removed {deleted}")
     totals = pd.concat(sums, axis=1).sum(axis=1) if sums else pd.Series(dtype=float)
     return dg.MaterializeResult(
         metadata={**cost_metadata(totals, rows, idle_rows), "hourly_rollup_rows": rollup_rows},

@@ -1,0 +1,28 @@
+"""Daily retention: old minute rows go, so plain PostgreSQL stays the size the retention says
+(TimescaleDB does this itself with retention policies, and the op is then a no-op)."""
+
+import dagster as dg
+
+from gpu_cost_pipeline.defs.usage.source import UsageSource
+from gpu_cost_pipeline.store.cost_store import CostStore
+
+
+@dg.op(description="Delete this cluster's rows older than the configured retention.")
+def apply_retention(
+    context: dg.OpExecutionContext, store: CostStore, usage_source: UsageSource
+) -> None:
+    deleted = store.apply_retention(usage_source.cluster)
+    context.log.info(f"retention removed {deleted or 'nothing (TimescaleDB policies apply)'}")
+
+
+@dg.job(description="Retention for the cost store.")
+def retention_job() -> None:
+    apply_retention()
+
+
+retention_daily = dg.ScheduleDefinition(
+    job=retention_job,
+    cron_schedule="17 3 * * *",  # off the hour, when nothing else is due
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)

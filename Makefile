@@ -38,7 +38,7 @@ run: setup $(DAGSTER_HOME)/dagster.yaml
 # The Dagster UI (webserver + daemon) on the same code and store: http://127.0.0.1:3000
 dev: setup $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/gpu-autoscaler db start
-	trap '$(BIN)/gpu-autoscaler db stop' EXIT; \
+	trap '$(BIN)/gpu-autoscaler db stop' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: setup

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from gpu_cost_pipeline.core.usage import (
+    NODE_COLUMNS,
+    POD_COLUMNS,
     ParseIssue,
     UsageSettings,
     expand_to_minutes,
@@ -21,48 +23,10 @@ from gpu_cost_pipeline.core.usage import (
     parse_pods,
 )
 
-POD_USAGE_COLUMNS = [
-    "minute",
-    "cluster",
-    "pod_uid",
-    "namespace",
-    "pod",
-    "node",
-    "gpu_model",
-    "gpu_resource",
-    "gpu_requested",
-    "gpu_share",
-    "sharing_mode",
-    "capacity_type",
-    "instance_type",
-    "provider",
-    "region",
-    "zone",
-    "team",
-    "project",
-    "experiment_id",
-    "cost_center",
-    "labels",
-    "cost_limit_usd",
-    "seconds",
-]
-
-NODE_USAGE_COLUMNS = [
-    "minute",
-    "cluster",
-    "node",
-    "gpu_model",
-    "gpu_count",
-    "sharing_mode",
-    "capacity_type",
-    "instance_type",
-    "provider",
-    "region",
-    "zone",
-    "seconds",
-    "gpus_held",
-    "idle_gpus",
-]
+# Node attributes every pod-minute carries: the price key of the GPUs it held.
+NODE_ATTRIBUTES = [c for c in NODE_COLUMNS if c not in ("node", "gpu_count", "sharing_mode")]
+POD_USAGE_COLUMNS = ["minute", "cluster", *POD_COLUMNS, *NODE_ATTRIBUTES, "seconds"]
+NODE_USAGE_COLUMNS = ["minute", "cluster", *NODE_COLUMNS, "seconds", "gpus_held", "idle_gpus"]
 
 
 @dataclass
@@ -109,8 +73,7 @@ def derive_window_usage(
         window_end,
     )
 
-    node_attributes = node_frame.drop(columns=["gpu_count", "sharing_mode"])
-    pod_minutes = pod_minutes.merge(node_attributes, on="node", how="left")
+    pod_minutes = pod_minutes.merge(node_frame[["node", *NODE_ATTRIBUTES]], on="node", how="left")
     held_seconds = (
         (pod_minutes["gpu_share"] * pod_minutes["seconds"])
         .groupby([pod_minutes["node"], pod_minutes["minute"]])

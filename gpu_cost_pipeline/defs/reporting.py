@@ -1,12 +1,12 @@
 """Run metadata and log lines shared by the assets (numeric values, so the UI plots them)."""
 
-from __future__ import annotations
-
 import logging
 from dataclasses import dataclass, field
 
+import dagster as dg
 import pandas as pd
 
+from gpu_cost_pipeline.core.costing import cost_problems, node_balance_error
 from gpu_cost_pipeline.core.usage import ParseIssue
 from gpu_cost_pipeline.core.window_usage import WindowUsage
 
@@ -70,17 +70,66 @@ class UsageTotals:
         }
 
 
-def cost_metadata(totals: pd.Series, rows: int, idle_rows: int) -> dict[str, float | int]:
-    total = float(totals.get("cost_usd", 0.0))
-    return {
-        "rows": rows,
-        "idle_rows": idle_rows,
-        "total_cost_usd": total,
-        "on_demand_cost_usd": float(totals.get("on_demand_cost_usd", 0.0)),
-        "exclusive_cost_usd": float(totals.get("exclusive_cost_usd", 0.0)),
-        "gpu_hours": float(totals.get("gpu_hours", 0.0)),
-        "idle_share": float(totals.get("idle_cost_usd", 0.0)) / total if total else 0.0,
-        "estimated_price_share": float(totals.get("estimated_cost_usd", 0.0)) / total
-        if total
-        else 0.0,
-    }
+@dataclass
+class CostTotals:
+    """Sums and check findings over the chunks of one cost window."""
+
+    rows: int = 0
+    idle_rows: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    balance_error: float = 0.0
+    problems: dict[str, int] = field(default_factory=dict)
+
+    def add(self, costs: pd.DataFrame, nodes: pd.DataFrame, prices: pd.DataFrame) -> None:
+        idle = costs["is_idle"]
+        chunk = {
+            "total_cost_usd": costs["cost_usd"].sum(),
+            "on_demand_cost_usd": costs["on_demand_cost_usd"].sum(),
+            "exclusive_cost_usd": costs["exclusive_cost_usd"].sum(),
+            "gpu_hours": (costs["gpu_share"] * costs["seconds"]).sum() / 3600,
+            "idle_cost_usd": costs.loc[idle, "cost_usd"].sum(),
+            "estimated_cost_usd": costs.loc[costs["price_source"] == "estimate", "cost_usd"].sum(),
+        }
+        for name, value in chunk.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.rows += len(costs)
+        self.idle_rows += int(idle.sum())
+        self.balance_error = max(self.balance_error, node_balance_error(costs, nodes, prices))
+        for name, found in cost_problems(costs).items():
+            self.problems[name] = self.problems.get(name, 0) + found
+
+    def metadata(self) -> dict[str, float | int]:
+        total = self.sums.get("total_cost_usd", 0.0)
+        return {
+            "rows": self.rows,
+            "idle_rows": self.idle_rows,
+            **{name: self.sums.get(name, 0.0) for name in _COST_SUMS},
+            "idle_share": self.sums.get("idle_cost_usd", 0.0) / total if total else 0.0,
+            "estimated_price_share": self.sums.get("estimated_cost_usd", 0.0) / total
+            if total
+            else 0.0,
+        }
+
+    def check_results(self, balance_tolerance: float) -> list[dg.AssetCheckResult]:
+        negative = self.problems.get("negative_cost_rows", 0)
+        duplicates = self.problems.get("duplicate_pod_minutes", 0)
+        return [
+            dg.AssetCheckResult(
+                check_name="no_negative_cost",
+                passed=negative == 0,
+                metadata={"negative_rows": negative},
+            ),
+            dg.AssetCheckResult(
+                check_name="pods_plus_idle_equals_node_cost",
+                passed=self.balance_error <= balance_tolerance,
+                metadata={"max_relative_error": self.balance_error},
+            ),
+            dg.AssetCheckResult(
+                check_name="no_duplicate_pod_minute",
+                passed=duplicates == 0,
+                metadata={"duplicate_rows": duplicates},
+            ),
+        ]
+
+
+_COST_SUMS = ("total_cost_usd", "on_demand_cost_usd", "exclusive_cost_usd", "gpu_hours")

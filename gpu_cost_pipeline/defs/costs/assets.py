@@ -1,20 +1,14 @@
 """gpu_cost: one cost row per pod per minute and one idle row per node-minute, plus the hourly
-rollup, with data-quality checks read back from what was stored."""
+rollup, with data-quality checks on every window."""
 
 from datetime import timedelta
 
 import dagster as dg
-import pandas as pd
 
-from gpu_cost_pipeline.core.costing import (
-    attach_attributes,
-    cost_problems,
-    cost_rows,
-    node_balance_error,
-)
+from gpu_cost_pipeline.core.costing import attach_attributes, cost_rows
 from gpu_cost_pipeline.core.windows import window_chunks
 from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_partitions
-from gpu_cost_pipeline.defs.reporting import cost_metadata
+from gpu_cost_pipeline.defs.reporting import CostTotals
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.store import queries
 from gpu_cost_pipeline.store.cost_store import CostStore
@@ -48,10 +42,7 @@ def gpu_cost(
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
     cluster = usage_source.cluster
-    sums: list[pd.Series] = []
-    rows = idle_rows = 0
-    balance_error = 0.0
-    problems = {"negative_cost_rows": 0, "duplicate_pod_minutes": 0}
+    totals = CostTotals()
     with store.write_window(cluster, window.start, window.end) as writer:
         conn = writer.conn
         for start, end in window_chunks(window.start, window.end, usage_source.chunk_minutes):
@@ -64,47 +55,11 @@ def gpu_cost(
             prices = queries.price_points(conn, cluster, start, end, PRICE_LOOKBACK)
             costs = cost_rows(pods, nodes, prices)
             writer.replace("gpu_cost", costs)
-            balance_error = max(balance_error, node_balance_error(costs, nodes, prices))
-            # Chunks are minute-disjoint and the window is locked, cleared and written in this
-            # transaction, so the stored window is exactly these frames: check them here.
-            for name, found in cost_problems(costs).items():
-                problems[name] += found
-            rows += len(costs)
-            idle_rows += int(costs["is_idle"].sum())
-            sums.append(_totals(costs))
+            # The window is locked, cleared and written in this transaction and its chunks are
+            # minute-disjoint, so the stored window is exactly these frames: check them here.
+            totals.add(costs, nodes, prices)
         rollup_rows = writer.refresh_hourly_rollup()
-    totals = pd.concat(sums, axis=1).sum(axis=1) if sums else pd.Series(dtype=float)
     return dg.MaterializeResult(
-        metadata={**cost_metadata(totals, rows, idle_rows), "hourly_rollup_rows": rollup_rows},
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="no_negative_cost",
-                passed=problems["negative_cost_rows"] == 0,
-                metadata={"negative_rows": problems["negative_cost_rows"]},
-            ),
-            dg.AssetCheckResult(
-                check_name="pods_plus_idle_equals_node_cost",
-                passed=balance_error <= BALANCE_TOLERANCE,
-                metadata={"max_relative_error": balance_error},
-            ),
-            dg.AssetCheckResult(
-                check_name="no_duplicate_pod_minute",
-                passed=problems["duplicate_pod_minutes"] == 0,
-                metadata={"duplicate_rows": problems["duplicate_pod_minutes"]},
-            ),
-        ],
-    )
-
-
-def _totals(costs: pd.DataFrame) -> pd.Series:
-    idle = costs["is_idle"]
-    return pd.Series(
-        {
-            "cost_usd": costs["cost_usd"].sum(),
-            "on_demand_cost_usd": costs["on_demand_cost_usd"].sum(),
-            "exclusive_cost_usd": costs["exclusive_cost_usd"].sum(),
-            "gpu_hours": (costs["gpu_share"] * costs["seconds"]).sum() / 3600,
-            "idle_cost_usd": costs.loc[idle, "cost_usd"].sum(),
-            "estimated_cost_usd": costs.loc[costs["price_source"] == "estimate", "cost_usd"].sum(),
-        }
+        metadata={**totals.metadata(), "hourly_rollup_rows": rollup_rows},
+        check_results=totals.check_results(BALANCE_TOLERANCE),
     )

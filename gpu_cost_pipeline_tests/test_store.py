@@ -47,7 +47,11 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
     assert store.mode() == "plain"
     with store.connection() as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-        assert versions == ["001_core_tables", "plain/002_hourly_rollup"]
+        assert versions == [
+            "001_core_tables",
+            "003_gpu_pods_seen_index",
+            "plain/002_hourly_rollup",
+        ]
         tables = {
             name
             for (name,) in conn.execute(
@@ -58,7 +62,7 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
     assert "gpu_cost_hourly" in tables
     with psycopg.connect(store.database_url or "") as conn:
         assert migrate(conn) == "plain"  # a second run applies nothing
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (3,)
 
 
 def test_concurrent_processes_migrate_once(database_url: str):
@@ -78,7 +82,7 @@ def test_concurrent_processes_migrate_once(database_url: str):
         thread.join()
     assert errors == []
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (3,)
 
 
 def test_rewriting_a_window_replaces_it_and_touches_nothing_else(store: CostStore):

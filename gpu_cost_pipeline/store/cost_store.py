@@ -8,7 +8,6 @@ of the window stays intact. Reads stream ``COPY (SELECT ...) TO STDOUT`` into Ar
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -28,7 +27,6 @@ from gpu_cost_pipeline.store import timescale
 from gpu_cost_pipeline.store.embedded import embedded_database_url
 from gpu_cost_pipeline.store.schema import MODE_TIMESCALE, migrate
 
-_log = logging.getLogger(__name__)
 COPY_BATCH_ROWS = 100_000  # rows per CSV batch: bounds the memory of a COPY
 _PG_TO_ARROW = {
     "timestamp with time zone": pa.timestamp("us", tz="UTC"),
@@ -205,9 +203,7 @@ def read_frame(
         name: _PG_TO_ARROW.get(pg_type, pa.string())
         for name, pg_type in zip(names, types, strict=True)
     }
-    if buffer.tell() == 0:
-        return pa.schema(list(schema.items())).empty_table().to_pandas()
-    buffer.seek(0)
+    buffer.seek(0)  # the header line is always there, so an empty result still parses
     table = pacsv.read_csv(
         buffer,
         convert_options=pacsv.ConvertOptions(

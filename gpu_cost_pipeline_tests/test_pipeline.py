@@ -254,3 +254,21 @@ def test_retention_job_runs_for_the_configured_cluster(store: CostStore, databas
     }
     assert retention_job.execute_in_process(resources=short).success
     assert store.read_frame("SELECT count(*) AS n FROM gpu_cost").loc[0, "n"] == 0
+
+
+def test_a_cluster_without_gpus_gives_empty_windows_not_errors(
+    store: CostStore, database_url: str, tmp_path: Path
+):
+    with FakeKubernetesApi() as api:
+        api.nodes = [make_node("cpu-only", labels={"node.kubernetes.io/instance-type": "m5.large"})]
+        live = resources(
+            database_url,
+            source="kubernetes",
+            kubernetes=KubernetesResource(kubeconfig=str(api.write_kubeconfig(tmp_path / "kc"))),
+        )
+        result = dg.materialize(
+            ASSETS, partition_key=minute_partitions.get_last_partition_key(), resources=live
+        )
+    assert result.success
+    assert metadata(result, "gpu_cost")["rows"] == 0
+    assert all(c.passed for c in result.get_asset_check_evaluations())

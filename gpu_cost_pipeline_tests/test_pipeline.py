@@ -272,3 +272,11 @@ def test_a_cluster_without_gpus_gives_empty_windows_not_errors(
     assert result.success
     assert metadata(result, "gpu_cost")["rows"] == 0
     assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_every_job_runs_in_one_process():
+    """UI backfills use the implicit asset job: it must not start a process per step either."""
+    from gpu_cost_pipeline.definitions import defs
+
+    assert defs.resolve_job_def("gpu_cost_job").executor_def.name == "in_process"
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"

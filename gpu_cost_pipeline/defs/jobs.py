@@ -12,9 +12,6 @@ gpu_cost_job = dg.define_asset_job(
     "gpu_cost_job",
     selection=COST_ASSETS,
     partitions_def=minute_partitions,
-    # The steps run one after another anyway; one process saves a Python start-up per step,
-    # which matters when a run must finish well inside its minute.
-    executor_def=dg.in_process_executor,
     description="Usage, prices and costs for a window of minutes.",
 )
 

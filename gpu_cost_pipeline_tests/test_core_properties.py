@@ -118,7 +118,9 @@ def node_object(index: int, spec: NodeSpec) -> dict:
         }
         capacity = {GPU: str(7 * spec.gpus)}
     if spec.count_label or spec.kind == "mig-mixed":
-        labels["nvidia.com/gpu.count"] = str(spec.gpus)
+        # GPU Feature Discovery counts MIG devices under the single strategy.
+        devices = 7 * spec.gpus if spec.kind == "mig-single" else spec.gpus
+        labels["nvidia.com/gpu.count"] = str(devices)
     return {
         "metadata": {"name": f"node-{index}", "labels": labels},
         "spec": {"providerID": f"aws:///us-east-1a/i-{index:04d}"},

@@ -718,3 +718,116 @@ def test_expand_nothing() -> None:
     out = expand([])
     assert out.empty
     assert list(out.columns) == ["minute", "pod_uid", "seconds"]
+
+
+# --- odd shapes from real-world JSON: skipped or defaulted with an issue, never a crash --------
+
+
+def _odd(pod: dict, path: list[str], value: object) -> dict:
+    target = pod
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (["spec", "containers"], {"not": "a list"}),
+        (["spec", "containers"], [None]),
+        (["spec", "nodeName"], ["gpu-1"]),
+        (["metadata", "labels"], ["team=a"]),
+        (["metadata", "annotations"], None),
+    ],
+)
+def test_odd_pod_shapes_never_crash_and_the_good_pod_survives(path, value) -> None:
+    nodes = parse_nodes([h100_node()], SETTINGS)
+    odd = _odd(make_pod("odd", requests={GPU: "1"}), path, value)
+    frame, kept, issues = parse_pods([odd, make_pod("good", requests={GPU: "2"})], nodes, SETTINGS)
+    assert "ml/good" in {
+        f"{ns}/{pod}" for ns, pod in zip(frame["namespace"], frame["pod"], strict=True)
+    }
+    assert kept[-1] == 1
+    for issue in issues:
+        assert issue.name == "ml/odd"
+
+
+def test_a_pod_that_is_not_an_object_is_skipped_with_an_issue() -> None:
+    nodes = parse_nodes([h100_node()], SETTINGS)
+    _frame, kept, issues = parse_pods(
+        ["garbage", None, make_pod("good", requests={GPU: "1"})], nodes, SETTINGS
+    )
+    assert kept == [2]
+    assert [i.field for i in issues] == ["metadata.uid", "metadata.uid"]
+
+
+def test_resources_as_a_list_is_skipped_not_a_crash() -> None:
+    nodes = parse_nodes([h100_node()], SETTINGS)
+    pod = make_pod("odd", requests={GPU: "1"})
+    pod["spec"]["containers"][0]["resources"] = [{"requests": {GPU: "1"}}]
+    frame, _, _ = parse_pods([pod], nodes, SETTINGS)
+    assert frame.empty
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected_region"),
+    [
+        ({"topology.kubernetes.io/region": None}, "us-east-1"),
+        ({"topology.kubernetes.io/region": 7}, "7"),
+        (
+            {"karpenter.sh/capacity-type": None, "nvidia.com/gpu.sharing-strategy": None},
+            "us-east-1",
+        ),
+    ],
+)
+def test_null_and_numeric_node_labels_are_defaulted_or_stringified(labels, expected_region) -> None:
+    node = h100_node()
+    node["metadata"]["labels"].update(labels)
+    node["spec"]["providerID"] = None
+    parsed = parse_nodes([node], UsageSettings(cluster="test", default_region="us-east-1"))
+    assert parsed.frame.loc[0, "region"] == expected_region
+    assert parsed.frame.loc[0, "provider"] == "aws"
+
+
+def test_a_node_listed_twice_counts_once() -> None:
+    parsed = parse_nodes([h100_node(), h100_node()], SETTINGS)
+    assert len(parsed.frame) == 1
+    assert [(i.name, i.problem) for i in parsed.issues] == [("gpu-1", "listed twice")]
+
+
+def test_a_pod_uid_listed_twice_counts_once() -> None:
+    nodes = parse_nodes([h100_node()], SETTINGS)
+    pod = make_pod("train", requests={GPU: "2"})
+    frame, kept, issues = parse_pods([pod, pod], nodes, SETTINGS)
+    assert kept == [0] and frame["gpu_share"].tolist() == [2.0]
+    assert issues[0].field == "metadata.uid" and "listed twice" in issues[0].problem
+
+
+def test_mig_single_strategy_count_label_counts_mig_devices() -> None:
+    """NVIDIA's MIG-in-Kubernetes example: one A100 as 7 × 1g.5gb reports gpu.count 7."""
+    node = make_node(
+        "mig-1",
+        {
+            "nvidia.com/gpu.product": "A100-PCIE-40GB-MIG-1g.5gb",
+            "nvidia.com/gpu.count": "7",
+            "nvidia.com/mig.strategy": "single",
+        },
+        {GPU: "7"},
+    )
+    parsed = parse_nodes([node], SETTINGS)
+    assert parsed.frame.loc[0, "gpu_count"] == 1
+    frame, _, _ = parse_pods(
+        [make_pod("slice", node="mig-1", requests={GPU: "1"})], parsed, SETTINGS
+    )
+    assert frame.loc[0, "gpu_share"] == pytest.approx(1 / 7)
+
+
+def test_node_creation_time_is_kept_for_each_row() -> None:
+    node = h100_node()
+    node["metadata"]["creationTimestamp"] = "2026-11-20T10:00:30Z"
+    parsed = parse_nodes([node, h100_node("gpu-2")], SETTINGS)
+    assert parsed.created_s.tolist() == [
+        int(datetime(2026, 11, 20, 10, 0, 30, tzinfo=UTC).timestamp()),
+        0,
+    ]

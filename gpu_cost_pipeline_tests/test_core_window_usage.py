@@ -217,3 +217,15 @@ def test_deterministic() -> None:
     pd.testing.assert_frame_equal(first.pods, second.pods)
     pd.testing.assert_frame_equal(first.nodes, second.nodes)
     assert first.issues == second.issues
+
+
+def test_a_node_counts_from_its_creation_and_pods_on_it_too() -> None:
+    """A live listing can include a node created inside (or after) the window."""
+    young = node("young", 2)
+    young["metadata"]["creationTimestamp"] = "2026-03-01T10:01:30Z"
+    usage = derive([young], [pod("a", "young")], [(10, 180)])
+    nodes = usage.nodes.set_index("minute")
+    assert nodes["seconds"].to_dict() == {minute(1): 30, minute(2): 60}
+    pods = usage.pods.set_index("minute")
+    assert pods["seconds"].to_dict() == {minute(1): 30, minute(2): 60}
+    assert (usage.nodes["idle_gpus"] == 1.0).all()

@@ -134,7 +134,7 @@ POOLS: tuple[Pool, ...] = (
         {
             "karpenter.sh/capacity-type": "on-demand",
             "nvidia.com/gpu.product": "A100-SXM4-40GB-MIG-1g.5gb",
-            "nvidia.com/gpu.count": "8",
+            "nvidia.com/gpu.count": "56",  # GFD counts MIG devices under the single strategy
             "nvidia.com/mig.strategy": "single",
         },
         {_GPU: "56"},

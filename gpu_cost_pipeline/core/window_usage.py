@@ -47,7 +47,8 @@ def derive_window_usage(
 ) -> WindowUsage:
     """Parse the objects once, then expand to minutes in one vectorized pass.
 
-    Nodes count as present for the whole window (sources list the nodes of the window). Where
+    Nodes count from their creation (or the window start) to the window end (sources list
+    the nodes of the window). Where
     the pods on a node-minute hold more GPU-seconds than the node has (bad input, such as a
     replica count that disagrees with the device plugin), their shares are scaled down so that
     pods + idle still equals the node, and the node is reported.
@@ -55,24 +56,30 @@ def derive_window_usage(
     parsed_nodes = parse_nodes(nodes, settings)
     pod_frame, kept, issues = parse_pods(pods, parsed_nodes, settings)
     issues = parsed_nodes.issues + issues
+    node_frame = parsed_nodes.frame
+    window_start_s = int(pd.Timestamp(window_start).timestamp())
+    window_end_s = int(pd.Timestamp(window_end).timestamp())
+    # A node counts from its creation (a live listing may include one created after the
+    # window); a pod cannot hold GPUs on a node before the node exists.
+    node_start_s = np.maximum(parsed_nodes.created_s, window_start_s)
+    node_minutes = expand_to_minutes(
+        node_frame,
+        node_start_s,
+        np.full(len(node_frame), window_end_s, dtype=np.int64),
+        window_start,
+        window_end,
+    )
     kept_index = np.asarray(kept, dtype=np.int64)
+    pod_node_start_s = pd.Series(node_start_s, index=node_frame["node"]).reindex(pod_frame["node"])
     pod_minutes = expand_to_minutes(
         pod_frame,
-        np.asarray(pod_start_s, dtype=np.int64)[kept_index],
+        np.maximum(
+            np.asarray(pod_start_s, dtype=np.int64)[kept_index], pod_node_start_s.to_numpy()
+        ),
         np.asarray(pod_end_s, dtype=np.int64)[kept_index],
         window_start,
         window_end,
     )
-    node_frame = parsed_nodes.frame
-    whole = np.full(len(node_frame), int(pd.Timestamp(window_start).timestamp()), dtype=np.int64)
-    node_minutes = expand_to_minutes(
-        node_frame,
-        whole,
-        np.full_like(whole, int(pd.Timestamp(window_end).timestamp())),
-        window_start,
-        window_end,
-    )
-
     pod_minutes = pod_minutes.merge(node_frame[["node", *NODE_ATTRIBUTES]], on="node", how="left")
     held_seconds = (
         (pod_minutes["gpu_share"] * pod_minutes["seconds"])

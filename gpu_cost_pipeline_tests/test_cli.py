@@ -145,3 +145,16 @@ def test_materialize_command_runs_one_range_run(database_url: str):
         "SELECT count(DISTINCT minute) AS minutes FROM gpu_cost WHERE cluster = 'cli'"
     )
     assert rows.loc[0, "minutes"] == 3
+
+
+def test_long_materialize_ranges_split_into_one_run_per_day_of_minutes():
+    from gpu_cost_pipeline.cli.pipeline import recent_partition_ranges
+
+    ranges = recent_partition_ranges(3000, 1440)
+    keys = [
+        minute_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+        for first, last in ranges
+    ]
+    assert [len(k) for k in keys] == [1440, 1440, 120]
+    flat = [key for run in keys for key in run]
+    assert len(set(flat)) == 3000 and flat[-1] == minute_partitions.get_last_partition_key()

@@ -280,3 +280,27 @@ def test_every_job_runs_in_one_process():
 
     assert defs.resolve_job_def("gpu_cost_job").executor_def.name == "in_process"
     assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
+
+
+def test_a_price_override_prices_costs_until_it_is_deleted(store: CostStore, database_url: str):
+    def a100_spot_prices() -> set[tuple[float, str]]:
+        rows = store.read_frame(
+            "SELECT DISTINCT price_per_gpu_hour, price_source FROM gpu_cost"
+            " WHERE gpu_model = 'A100-80GB' AND capacity_type = 'spot' AND NOT is_idle"
+        )
+        return set(zip(rows["price_per_gpu_hour"], rows["price_source"], strict=True))
+
+    with store.connection() as conn, conn.transaction():
+        conn.execute(
+            "INSERT INTO price_overrides (provider, instance_type, gpu_model, capacity_type,"
+            " price_per_gpu_hour, effective_from, note)"
+            " VALUES ('aws', 'p4de.24xlarge', 'A100-80GB', 'spot', 1.11, %s, 'negotiated')",
+            (datetime(2026, 11, 1, tzinfo=UTC),),
+        )
+    assert dg.materialize(ASSETS, partition_key=MINUTE, resources=resources(database_url)).success
+    assert a100_spot_prices() == {(1.11, "override")}
+    with store.connection() as conn, conn.transaction():
+        conn.execute("DELETE FROM price_overrides")
+    assert dg.materialize(ASSETS, partition_key=MINUTE, resources=resources(database_url)).success
+    [(price, source)] = a100_spot_prices()
+    assert source == "estimate" and price == pytest.approx(27.45 / 8 * 0.40)

@@ -50,6 +50,7 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
         assert versions == [
             "001_core_tables",
             "003_gpu_pods_seen_index",
+            "004_price_lookup",
             "plain/002_hourly_rollup",
         ]
         tables = {
@@ -62,7 +63,7 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
     assert "gpu_cost_hourly" in tables
     with psycopg.connect(store.database_url or "") as conn:
         assert migrate(conn) == "plain"  # a second run applies nothing
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (4,)
 
 
 def test_concurrent_processes_migrate_once(database_url: str):
@@ -82,7 +83,7 @@ def test_concurrent_processes_migrate_once(database_url: str):
         thread.join()
     assert errors == []
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (4,)
 
 
 def test_rewriting_a_window_replaces_it_and_touches_nothing_else(store: CostStore):
@@ -206,3 +207,63 @@ def test_concurrent_rewrites_of_one_window_never_double_count(store: CostStore):
         thread.join()
     assert errors == []
     assert count(store, "gpu_node_usage") == 10
+
+
+def test_the_price_in_effect_is_found_however_old_and_points_inside_count(store: CostStore):
+    from gpu_cost_pipeline.store import queries
+
+    with store.write_window("c1", T0, T0 + timedelta(minutes=10)) as writer:
+        writer.replace("gpu_node_usage", node_rows(T0, 10))
+    key = {
+        "provider": "aws",
+        "region": "us-east-1",
+        "zone": "",
+        "instance_type": "p5.48xlarge",
+        "gpu_model": "H100-80GB",
+        "capacity_type": "on-demand",
+        "on_demand_price_per_gpu_hour": 6.88,
+        "source": "estimate",
+    }
+    points = pd.DataFrame(
+        [
+            {**key, "price_per_gpu_hour": 1.0, "effective_at": T0 - timedelta(days=9)},
+            {**key, "price_per_gpu_hour": 2.0, "effective_at": T0 - timedelta(days=5)},
+            {**key, "price_per_gpu_hour": 3.0, "effective_at": T0 + timedelta(minutes=4)},
+            {**key, "price_per_gpu_hour": 9.0, "effective_at": T0 + timedelta(minutes=10)},
+            {**key, "zone": "other", "price_per_gpu_hour": 5.0, "effective_at": T0},
+        ]
+    )
+    with store.write_window("c1", T0 - timedelta(days=10), T0 + timedelta(hours=1)) as writer:
+        writer.replace("price_points", points, time_column="effective_at")
+    with store.connection() as conn:
+        found = queries.price_points(conn, "c1", T0, T0 + timedelta(minutes=10))
+    assert sorted(found["price_per_gpu_hour"]) == [2.0, 3.0]
+
+
+def test_price_overrides_match_wildcards_and_the_latest_wins(store: CostStore):
+    from gpu_cost_pipeline.store import queries
+
+    with store.write_window("c1", T0, T0 + timedelta(minutes=10)) as writer:
+        writer.replace("gpu_node_usage", node_rows(T0, 10).assign(zone="us-east-1a"))
+    overrides = [  # (zone, instance type, price, effective days before T0)
+        ("", "", 1.25, 30),  # any zone, any instance: matches
+        ("us-east-1a", "p5.48xlarge", 1.50, 30),  # same time, more specific: wins the tie
+        ("us-east-1b", "", 0.10, 1),  # another zone: never matches
+        ("", "", 2.00, -1),  # not yet in effect
+    ]
+    with store.connection() as conn, conn.transaction():
+        for zone, instance, price, days in overrides:
+            conn.execute(
+                "INSERT INTO price_overrides (provider, region, zone, instance_type, gpu_model,"
+                " capacity_type, price_per_gpu_hour, effective_from)"
+                " VALUES ('aws', '', %s, %s, 'H100-80GB', 'on-demand', %s, %s)",
+                (zone, instance, price, T0 - timedelta(days=days)),
+            )
+    with store.connection() as conn:
+        offered = queries.price_reuse_candidates(
+            conn, "c1", T0, T0 + timedelta(minutes=10), timedelta(hours=1)
+        )
+    assert offered["source"].tolist() == ["override"]
+    assert offered.loc[0, "price_per_gpu_hour"] == 1.50
+    assert offered.loc[0, "zone"] == "us-east-1a"  # the usage's key, ready to merge
+    assert pd.isna(offered.loc[0, "on_demand_price_per_gpu_hour"])

@@ -17,56 +17,72 @@ from gpu_cost_pipeline.defs.resources import store_from_env
 from gpu_cost_pipeline.store.embedded import embedded_server_running, stop_embedded_server
 
 
-def recent_partition_range(minutes: int) -> tuple[str, str]:
-    """First and last partition key of the ``minutes`` minutes that closed most recently."""
+def recent_partition_ranges(minutes: int, per_run: int) -> list[tuple[str, str]]:
+    """The ``minutes`` minute partitions that closed most recently, as (first, last) key ranges
+    of at most ``per_run`` partitions each: one run per range, as the backfill policy does."""
     from gpu_cost_pipeline.defs.partitions import minute_partitions
 
     last_key = minute_partitions.get_last_partition_key()
-    if last_key is None:
+    first_key = minute_partitions.get_first_partition_key()
+    if last_key is None or first_key is None:
         raise ValueError("no minute partition has closed yet (check GPU_COST_PARTITION_START)")
     last_start = minute_partitions.time_window_for_partition_key(last_key).start
-    first_start = max(
-        last_start - timedelta(minutes=minutes - 1),
-        minute_partitions.time_window_for_partition_key(
-            minute_partitions.get_first_partition_key()
-        ).start,
-    )
-    return minute_partitions.get_partition_key_for_timestamp(first_start.timestamp()), last_key
+    earliest = minute_partitions.time_window_for_partition_key(first_key).start
+    first_start = max(last_start - timedelta(minutes=minutes - 1), earliest)
+    ranges = []
+    range_start = first_start
+    while range_start <= last_start:
+        range_end = min(range_start + timedelta(minutes=per_run - 1), last_start)
+        ranges.append(
+            (
+                minute_partitions.get_partition_key_for_timestamp(range_start.timestamp()),
+                minute_partitions.get_partition_key_for_timestamp(range_end.timestamp()),
+            )
+        )
+        range_start = range_end + timedelta(minutes=1)
+    return ranges
 
 
 def run_materialize(args: argparse.Namespace) -> int:
-    """One in-process run of gpu_cost_job over the range, recorded in $DAGSTER_HOME when set
-    (so `make dev` shows it), else in a throwaway instance."""
+    """In-process runs of gpu_cost_job over the most recent minutes, one per day of minutes at
+    most (as a backfill would), recorded in $DAGSTER_HOME when set (so `make dev` shows them),
+    else in a throwaway instance."""
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     from gpu_cost_pipeline.definitions import defs
+    from gpu_cost_pipeline.defs.partitions import minute_backfill_policy
 
-    minutes = int(args.last.total_seconds() // 60)
-    first, last = recent_partition_range(max(1, minutes))
+    minutes = max(1, int(args.last.total_seconds() // 60))
+    per_run = minute_backfill_policy.max_partitions_per_run or minutes
+    ranges = recent_partition_ranges(minutes, per_run)
     instance = (
         dg.DagsterInstance.get()
         if os.environ.get("DAGSTER_HOME")
         else dg.DagsterInstance.ephemeral()
     )
     job = defs.resolve_job_def("gpu_cost_job")
-    print(f"Materializing gpu_cost_job for {first} … {last} (UTC) as one run")
-    started = time.perf_counter()
+    runs = "one run" if len(ranges) == 1 else f"{len(ranges)} runs of at most {per_run} minutes"
+    print(f"Materializing gpu_cost_job for {ranges[0][0]} … {ranges[-1][1]} (UTC) as {runs}")
     with instance:
-        result = job.execute_in_process(
-            instance=instance,
-            # Warnings (bad input, estimated prices) on the console; the full event log stays
-            # in the instance for the UI.
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
-            raise_on_error=False,
-        )
+        for first, last in ranges:
+            _run_range(job, instance, first, last)
+    return 0
+
+
+def _run_range(job, instance, first: str, last: str) -> None:
+    started = time.perf_counter()
+    result = job.execute_in_process(
+        instance=instance,
+        # Warnings (bad input, estimated prices) on the console; the full event log stays in
+        # the instance for the UI.
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        raise_on_error=False,
+    )
     elapsed = time.perf_counter() - started
     if not result.success:
-        failures = [e.message for e in result.all_events if e.is_failure]
-        raise RuntimeError(
-            f"run {result.run_id} failed: {failures[-1] if failures else 'see logs'}"
-        )
+        raise RuntimeError(f"run {result.run_id} for {first} … {last} failed: {_failure(result)}")
     reported: set[str] = set()
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
@@ -77,12 +93,21 @@ def run_materialize(args: argparse.Namespace) -> int:
         figures = {
             key: value.value
             for key, value in materialization.metadata.items()
-            if key
-            in ("rows", "price_keys", "estimated_keys", "total_cost_usd", "gpu_hours", "idle_share")
+            if key in ("rows", "price_keys", "estimated_keys", "total_cost_usd", "gpu_hours")
         }
         print(f"  {name}: {figures}")
-    print(f"Run {result.run_id} succeeded in {elapsed:.1f} s")
-    return 0
+    print(f"Run {result.run_id} ({first} … {last}) succeeded in {elapsed:.1f} s")
+
+
+def _failure(result) -> str:
+    """The cause of the first failed step, not only that it failed."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.event_specific_data.error
+            cause = error.cause or error
+            return f"step {event.step_key}: {cause.message.strip()}"
+    failures = [e.message for e in result.all_events if e.is_failure]
+    return failures[-1] if failures else "see the run's logs"
 
 
 def run_db(args: argparse.Namespace) -> int:

@@ -74,6 +74,10 @@ def _epoch_seconds(times: pd.Series) -> pd.Series:
 def _attach_prices(usage: pd.DataFrame, prices: pd.DataFrame) -> pd.DataFrame:
     """The price in effect at each row's minute: the latest price point for the row's key at or
     before that minute. Vectorized as one searchsorted over (key code, effective time)."""
+    if len(prices) == 0 and len(usage) > 0:
+        raise MissingPriceError(
+            f"{len(usage)} usage rows and no price points; materialize gpu_prices for this window"
+        )
     usage_codes, point_codes = _price_key_codes(usage, prices)
     point_seconds = _epoch_seconds(pd.to_datetime(prices["effective_at"], utc=True))
     order = np.lexsort((point_seconds.to_numpy(), point_codes))

@@ -27,22 +27,66 @@ def price_keys(
 
 
 def price_points(
-    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime, lookback: timedelta
+    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime
 ) -> pd.DataFrame:
-    """Price points in effect during the window: every point inside it, plus the latest point
-    per key up to ``lookback`` before it (the one still in effect at the window start)."""
+    """Price points in effect during the window, for the price keys of its nodes: per key the
+    latest point at or before the window start (however old), plus every point inside it."""
     columns = ", ".join(PRICE_COLUMNS)
+    key_match = " AND ".join(f"p.{column} = k.{column}" for column in PRICE_KEY)
     return read_frame(
         conn,
         f"""
-        (SELECT {columns} FROM price_points
-         WHERE cluster = %s AND effective_at >= %s AND effective_at < %s)
+        SELECT latest.* FROM
+            (SELECT DISTINCT {_KEY_LIST} FROM gpu_node_usage
+             WHERE cluster = %s AND minute >= %s AND minute < %s) AS k
+        CROSS JOIN LATERAL
+            (SELECT {columns} FROM price_points AS p
+             WHERE p.cluster = %s AND {key_match} AND p.effective_at <= %s
+             ORDER BY p.effective_at DESC LIMIT 1) AS latest
         UNION ALL
-        (SELECT DISTINCT ON ({_KEY_LIST}) {columns} FROM price_points
-         WHERE cluster = %s AND effective_at < %s AND effective_at >= %s
-         ORDER BY {_KEY_LIST}, effective_at DESC)
+        SELECT {columns} FROM price_points
+        WHERE cluster = %s AND effective_at > %s AND effective_at < %s
         """,
-        (cluster, start, end, cluster, start, start - lookback),
+        (cluster, start, end, cluster, start, cluster, start, end),
+    )
+
+
+def price_reuse_candidates(
+    conn: psycopg.Connection,
+    cluster: str,
+    start: datetime,
+    end: datetime,
+    ttl: timedelta,
+) -> pd.DataFrame:
+    """What resolve_prices may reuse for the window's price keys at its start: the override in
+    effect (an empty region, zone or instance type in an override matches any; the latest
+    override wins, the more specific on a tie), and API prices fetched in the ``ttl`` before
+    the window. Points of the window itself are excluded, so rewriting a window resolves
+    exactly as the first time did."""
+    columns = ", ".join(PRICE_COLUMNS)
+    key_columns = ", ".join(f"k.{column}" for column in PRICE_KEY)
+    return read_frame(
+        conn,
+        f"""
+        SELECT {key_columns}, o.price_per_gpu_hour,
+               coalesce(o.on_demand_price_per_gpu_hour, 'NaN') AS on_demand_price_per_gpu_hour,
+               'override' AS source, o.effective_from AS effective_at
+        FROM (SELECT DISTINCT {_KEY_LIST} FROM gpu_node_usage
+              WHERE cluster = %s AND minute >= %s AND minute < %s) AS k
+        CROSS JOIN LATERAL
+            (SELECT * FROM price_overrides AS o
+             WHERE o.provider = k.provider AND o.gpu_model = k.gpu_model
+               AND o.capacity_type = k.capacity_type AND o.region IN ('', k.region)
+               AND o.zone IN ('', k.zone) AND o.instance_type IN ('', k.instance_type)
+               AND o.effective_from <= %s
+             ORDER BY o.effective_from DESC, (o.zone <> '') DESC,
+                      (o.instance_type <> '') DESC, (o.region <> '') DESC
+             LIMIT 1) AS o
+        UNION ALL
+        SELECT {columns} FROM price_points
+        WHERE cluster = %s AND source = 'api' AND effective_at >= %s AND effective_at < %s
+        """,
+        (cluster, start, end, start, cluster, start - ttl, start),
     )
 
 

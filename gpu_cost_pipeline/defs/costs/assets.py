@@ -1,8 +1,6 @@
 """gpu_cost: one cost row per pod per minute and one idle row per node-minute, plus the hourly
 rollup, with data-quality checks on every window."""
 
-from datetime import timedelta
-
 import dagster as dg
 
 from gpu_cost_pipeline.core.costing import attach_attributes, cost_rows
@@ -14,9 +12,6 @@ from gpu_cost_pipeline.store import queries
 from gpu_cost_pipeline.store.cost_store import CostStore
 
 BALANCE_TOLERANCE = 1e-9  # relative: pods + idle must equal the node's GPU cost
-# How far back a price point may have taken effect and still price this window: gpu_prices
-# writes one point per key at the start of each of its windows, which are at most a day long.
-PRICE_LOOKBACK = timedelta(days=2)
 CHECKS = {
     "no_negative_cost": "No cost, on-demand or exclusive amount below zero.",
     "pods_plus_idle_equals_node_cost": "Per node-minute, pod rows + idle row = the node's GPU "
@@ -52,7 +47,7 @@ def gpu_cost(
                 queries.pods_seen(conn, cluster, start, end),
                 nodes,
             )
-            prices = queries.price_points(conn, cluster, start, end, PRICE_LOOKBACK)
+            prices = queries.price_points(conn, cluster, start, end)
             costs = cost_rows(pods, nodes, prices)
             writer.replace("gpu_cost", costs)
             # The window is locked, cleared and written in this transaction and its chunks are

@@ -30,7 +30,7 @@ def gpu_prices(
     cluster = usage_source.cluster
     with store.write_window(cluster, window.start, window.end) as writer:
         keys = queries.price_keys(writer.conn, cluster, window.start, window.end)
-        stored = queries.price_points(
+        stored = queries.price_reuse_candidates(
             writer.conn, cluster, window.start, window.end, prices.cache_ttl()
         )
         resolved = prices.resolve(keys, window.start, stored) if not keys.empty else None

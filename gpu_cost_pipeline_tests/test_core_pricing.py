@@ -127,7 +127,7 @@ def test_estimate_p5_on_demand_is_instance_price_per_gpu() -> None:
 
 @pytest.mark.parametrize(
     ("capacity_type", "price"),
-    [("spot", 0.40 * 6.88), ("reserved", 0.60 * 6.88), ("on-demand", 6.88)],
+    [("spot", 0.40 * 6.88), ("reserved", 6.88), ("on-demand", 6.88)],
 )
 def test_estimate_capacity_types_aws(capacity_type: str, price: float) -> None:
     key = with_capacity(P5, capacity_type)

@@ -148,16 +148,23 @@ def test_pod_attributes_upsert_widens_seen_range_without_adding_rows(store: Cost
             "last_seen": [T0 + timedelta(minutes=5)],
         }
     )
-    for first, last in ((0, 5), (10, 20), (0, 5)):
+    # A live window, then a backfill of older minutes with other labels: the newer sighting's
+    # attribution stays.
+    for first, last, team in ((0, 5, "old"), (10, 20, "new"), (0, 5, "old")):
         window = pods.assign(
-            first_seen=T0 + timedelta(minutes=first), last_seen=T0 + timedelta(minutes=last)
+            first_seen=T0 + timedelta(minutes=first),
+            last_seen=T0 + timedelta(minutes=last),
+            team=team,
         )
         with store.write_window("c1", T0, T0 + timedelta(hours=1)) as writer:
             writer.upsert_pods(window)
-    rows = store.read_frame("SELECT first_seen, last_seen, cost_limit_usd, labels FROM gpu_pods")
+    rows = store.read_frame(
+        "SELECT first_seen, last_seen, cost_limit_usd, labels, team FROM gpu_pods"
+    )
     assert len(rows) == 1
     assert rows.loc[0, "first_seen"] == T0
     assert rows.loc[0, "last_seen"] == T0 + timedelta(minutes=20)
+    assert rows.loc[0, "team"] == "new"
     assert pd.isna(rows.loc[0, "cost_limit_usd"])
 
 
@@ -183,7 +190,14 @@ def test_connection_errors_never_show_the_password():
     assert "hunter2-secret" not in str(raised.value)
     assert "127.0.0.1" in str(raised.value)
     assert "hunter2-secret" not in store.describe()
-    assert redact_url(url) == "postgresql://costs:***@127.0.0.1:1/gpu_costs"
+    assert redact_url(url) == "host=127.0.0.1 port=1 dbname=gpu_costs user=costs"
+    for leaky in (
+        "postgresql://costs@db.internal/gpu_costs?password=hunter2-secret",
+        "host=db.internal user=costs password=hunter2-secret dbname=gpu_costs",
+        "postgresql://costs:hunter2-secret@db.internal/gpu_costs?sslmode=require",
+    ):
+        assert "hunter2" not in redact_url(leaky)
+        assert "db.internal" in redact_url(leaky)
 
 
 def test_concurrent_rewrites_of_one_window_never_double_count(store: CostStore):

@@ -53,14 +53,16 @@ _MODEL_PRICES = {
 @dataclass(frozen=True)
 class EstimateSettings:
     """How estimates are made where no price API answers. Ratios are of the on-demand price,
-    from typical discounts (DOMAIN.md): AWS spot up to 90 % off, GCP 50–70 %, Azure 75–88 %."""
+    from typical discounts (DOMAIN.md): AWS spot up to 90 % off, GCP 50–70 %, Azure 75–88 %.
+    ``reserved`` capacity (Karpenter's capacity reservations and capacity blocks, not RIs)
+    bills at the on-demand rate."""
 
     unknown_gpu_price_per_hour: float = 2.50
     spot_price_ratio: dict[str, float] = field(
         default_factory=lambda: {"aws": 0.40, "gcp": 0.35, "azure": 0.20}
     )
     default_spot_price_ratio: float = 0.40
-    reserved_price_ratio: float = 0.60
+    reserved_price_ratio: float = 1.0
 
 
 def estimate_on_demand_per_gpu(

@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 import pandas as pd
@@ -20,6 +19,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.copy import QueuedLibpqWriter
 from pydantic import Field
 
@@ -45,12 +45,15 @@ _migrated: dict[str, str] = {}
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """Where a connection string points, without any password (URL, query or key=value)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(an unparseable connection string)"
+    return " ".join(f"{key}={params[key]}" for key in _SAFE_CONNINFO_KEYS if key in params)
+
+
+_SAFE_CONNINFO_KEYS = ("host", "hostaddr", "port", "dbname", "user", "sslmode")
 
 
 class StoreError(RuntimeError):
@@ -95,10 +98,7 @@ class CostStore(dg.ConfigurableResource):
         url = self.resolved_url()
         if url not in _migrated:
             with self._connect() as conn:
-                mode = migrate(conn)
-                if mode == MODE_TIMESCALE:
-                    timescale.apply_retention(conn, self.retention_days, self.rollup_retention_days)
-            _migrated[url] = mode
+                _migrated[url] = migrate(conn)
         conn = self._connect()
         try:
             yield conn
@@ -127,22 +127,27 @@ class CostStore(dg.ConfigurableResource):
             return read_frame(conn, query, params)
 
     def apply_retention(self, cluster: str) -> dict[str, int]:
-        """Delete the cluster's minute rows older than retention_days and rollup rows older
-        than rollup_retention_days (plain PostgreSQL; TimescaleDB drops whole chunks through
-        its retention policies instead). Returns rows deleted per table."""
+        """Delete the cluster's rows older than retention_days (rollups: rollup_retention_days).
+        On TimescaleDB the hypertables and the hourly aggregate are left to retention policies,
+        (re)set here, which drop whole chunks. Returns rows deleted per table."""
         deleted: dict[str, int] = {}
         with self.connection() as conn:
-            if _migrated[self.resolved_url()] == MODE_TIMESCALE:
-                return deleted
+            timescale_mode = _migrated[self.resolved_url()] == MODE_TIMESCALE
+            if timescale_mode:
+                timescale.apply_retention(conn, self.retention_days, self.rollup_retention_days)
             with conn.transaction():
                 for table, column, days in (
                     ("gpu_pod_usage", "minute", self.retention_days),
                     ("gpu_node_usage", "minute", self.retention_days),
                     ("gpu_cost", "minute", self.retention_days),
-                    ("price_points", "effective_at", self.retention_days),
                     ("gpu_cost_hourly", "hour", self.rollup_retention_days),
+                    ("price_points", "effective_at", self.retention_days),
                     ("gpu_pods", "last_seen", self.retention_days),
                 ):
+                    if timescale_mode and (
+                        table in timescale.MINUTE_HYPERTABLES or table == timescale.HOURLY_AGGREGATE
+                    ):
+                        continue
                     # cluster first, so the (cluster, time) indexes serve the delete.
                     cursor = conn.execute(
                         sql.SQL(
@@ -274,8 +279,9 @@ class WindowWriter:
         return copy_frame(self.conn, table, frame.assign(cluster=self.cluster))
 
     def upsert_pods(self, pods: pd.DataFrame) -> int:
-        """Insert or refresh pod attribution rows; first/last seen widen, never shrink, so
-        rewriting a window neither adds rows nor loses what other windows saw."""
+        """Insert or refresh pod attribution rows; first/last seen widen, never shrink, and
+        attribution comes from the latest sighting, so rewriting or backfilling a window
+        neither adds rows nor loses what other windows saw."""
         if pods.empty:
             return 0
         self.conn.execute(
@@ -285,8 +291,13 @@ class WindowWriter:
         self.conn.execute("TRUNCATE gpu_pods_incoming")  # earlier chunks of this window
         copy_frame(self.conn, "gpu_pods_incoming", pods.assign(cluster=self.cluster))
         columns = [c for c in _columns(self.conn, "gpu_pods") if c not in ("cluster", "pod_uid")]
+        # Attribution follows the latest sighting: a backfill of older minutes must not
+        # overwrite labels a newer window saw.
         updates = sql.SQL(", ").join(
-            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+            sql.SQL(
+                "{c} = CASE WHEN EXCLUDED.last_seen >= gpu_pods.last_seen"
+                " THEN EXCLUDED.{c} ELSE gpu_pods.{c} END"
+            ).format(c=sql.Identifier(c))
             for c in columns
             if c not in ("first_seen", "last_seen")
         )

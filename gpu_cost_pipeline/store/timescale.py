@@ -15,7 +15,8 @@ HOURLY_AGGREGATE = "gpu_cost_hourly"
 
 
 def apply_retention(conn: psycopg.Connection, minute_days: int, rollup_days: int) -> None:
-    """(Re)set retention policies: dropping whole chunks is how TimescaleDB retires old rows."""
+    """(Re)set retention policies: dropping whole chunks (of every cluster) is how TimescaleDB
+    retires old rows. Runs from the daily retention job, so processes never race on them."""
     with conn.transaction():
         for relation, days in [(t, minute_days) for t in MINUTE_HYPERTABLES] + [
             (HOURLY_AGGREGATE, rollup_days)
@@ -25,10 +26,6 @@ def apply_retention(conn: psycopg.Connection, minute_days: int, rollup_days: int
                 "SELECT add_retention_policy(%s, drop_after => make_interval(days => %s))",
                 (relation, days),
             )
-        conn.execute(
-            "DELETE FROM price_points WHERE effective_at < now() - make_interval(days => %s)",
-            (minute_days,),
-        )
 
 
 def refresh_hourly(conn: psycopg.Connection, start: datetime, end: datetime) -> None:

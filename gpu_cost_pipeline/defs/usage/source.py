@@ -12,7 +12,7 @@ from pydantic import Field
 
 from gpu_cost_pipeline.core.sharing import MigConvention
 from gpu_cost_pipeline.core.simulation import ClusterObservation, SimulatedCluster
-from gpu_cost_pipeline.core.usage import UsageSettings
+from gpu_cost_pipeline.core.usage import UsageSettings, parse_timestamp
 from gpu_cost_pipeline.integrations.kubernetes import KubernetesResource
 
 # How late a run may start and still count as observing "the minute just closed".
@@ -26,15 +26,6 @@ class SourceWindowError(ValueError):
 @cache
 def _simulated_cluster(gpu_pods: int, seed: int, region: str) -> SimulatedCluster:
     return SimulatedCluster(gpu_pods=gpu_pods, seed=seed, region=region)
-
-
-def _parse_time(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        return None
 
 
 class UsageSource(dg.ConfigurableResource):
@@ -82,16 +73,16 @@ class UsageSource(dg.ConfigurableResource):
             raise SourceWindowError(
                 f"the kubernetes source sees only the present and can serve only the minute just "
                 f"closed; window {window_start:%Y-%m-%d %H:%M}–{window_end:%H:%M} UTC is not that "
-                f"minute (now {now:%Y-%m-%d %H:%M:%S} UTC). For history, use the Prometheus "
-                "source (GPU_COST_SOURCE=prometheus), which reads past usage from "
-                "kube-state-metrics."
+                f"minute (now {now:%Y-%m-%d %H:%M:%S} UTC). History needs the Prometheus "
+                "source, which reads past usage from kube-state-metrics (not in this version "
+                "yet); keep the every-minute schedule on to record costs as they happen."
             )
         nodes = self.kubernetes.list_gpu_nodes()
         pods = self.kubernetes.list_running_gpu_pods()
         start_s, end_s = int(window_start.timestamp()), int(window_end.timestamp())
         starts = np.array(
             [
-                max(start_s, _parse_time((pod.get("status") or {}).get("startTime")) or start_s)
+                max(start_s, parse_timestamp((pod.get("status") or {}).get("startTime")) or start_s)
                 for pod in pods
             ],
             dtype=np.int64,

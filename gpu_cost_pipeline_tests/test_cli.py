@@ -62,6 +62,8 @@ def test_json_report_matches_the_stored_rows(recent_data: CostStore, capsys):
     )
     assert sum(by_team.values()) == pytest.approx(report["total_cost_usd"], rel=1e-9)
     assert report["estimated_cost_usd"] == pytest.approx(report["total_cost_usd"], rel=1e-9)
+    # 30 materialized minutes touch one or two of the period's 2-3 hours.
+    assert 1 <= report["hours_with_data"] < report["hours_in_period"]
 
 
 def test_team_and_namespace_filters(recent_data: CostStore, capsys):

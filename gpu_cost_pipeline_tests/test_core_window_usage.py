@@ -158,7 +158,7 @@ def test_oversubscription_scales_shares_and_reports_the_node() -> None:
     assert first["gpu_share"].tolist() == pytest.approx([1 / 3] * 3)
     second = usage.pods[usage.pods["minute"] == minute(1)]
     assert second["gpu_share"].tolist() == [1.0]  # not oversubscribed: untouched
-    over = [i for i in usage.issues if i.field == "status.allocatable"]
+    over = [i for i in usage.issues if i.field == "spec.containers[*].resources (of its pods)"]
     assert [(i.kind, i.name) for i in over] == [("Node", "small")]
     # per node-minute the held GPU-seconds now equal the node's exactly
     held = (usage.pods["gpu_share"] * usage.pods["seconds"]).groupby(usage.pods["minute"]).sum()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
@@ -13,8 +12,16 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from gpu_cost_pipeline.defs.resources import store_from_env
-from gpu_cost_pipeline.store.reports import MEASURES, CostFilter, cost_breakdown, data_coverage
+from gpu_cost_pipeline.core.pricing import SOURCE_ESTIMATE
+from gpu_cost_pipeline.defs.resources import store_from_env, usage_source_from_env
+from gpu_cost_pipeline.store.reports import (
+    MEASURES,
+    CostFilter,
+    cost_breakdown,
+    data_coverage,
+    hours_in,
+    hours_with_data,
+)
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -55,7 +62,7 @@ def build_report(breakdown: pd.DataFrame, start: datetime, end: datetime, cluste
     """Exact figures (floats as computed) for every view; the renderers only format them."""
     total = breakdown[MEASURES].sum()
     idle = breakdown[breakdown["is_idle"]]
-    estimated = breakdown.loc[breakdown["price_source"] == "estimate", "cost_usd"].sum()
+    estimated = breakdown.loc[breakdown["price_source"] == SOURCE_ESTIMATE, "cost_usd"].sum()
 
     def group(column: str) -> list[dict]:
         labels = [
@@ -97,6 +104,11 @@ def render_tables(report: dict, view: str, console: Console) -> None:
         f"[bold]GPU cost[/bold] — cluster {report['cluster']} — "
         f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC"
     )
+    if report["hours_with_data"] < report["hours_in_period"]:
+        console.print(
+            f"[yellow]Only {report['hours_with_data']} of the {report['hours_in_period']} hours "
+            "in this period have cost data; the rest were not materialized.[/yellow]"
+        )
     summary = Table(show_header=False, box=None, pad_edge=False)
     summary.add_row("Total cost", _money(total))
     summary.add_row("GPU-hours", f"{report['gpu_hours']:,.2f}")
@@ -116,7 +128,7 @@ def render_tables(report: dict, view: str, console: Console) -> None:
         summary.add_row(
             "Prices",
             f"{_share(report['estimated_cost_usd'], total)} of cost priced by estimate "
-            "(no price API answered for those nodes)",
+            "(list prices where no cloud price API answered)",
         )
     console.print(summary)
     for column, title in VIEWS[view]:
@@ -136,7 +148,7 @@ def render_tables(report: dict, view: str, console: Console) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cluster = args.cluster or os.environ.get("GPU_COST_CLUSTER") or "default"
+    cluster = args.cluster or usage_source_from_env().cluster
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - args.last
     store = store_from_env()
@@ -153,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         breakdown = cost_breakdown(
             conn, start, end, CostFilter(cluster=cluster, namespace=args.namespace, team=args.team)
         )
+        covered = hours_with_data(conn, cluster, start, end)
     if breakdown.empty:
         print(
             f"No cost rows for cluster {cluster!r} between {start:%Y-%m-%d %H:%M} and "
@@ -162,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     report = build_report(breakdown, start, end, cluster)
+    # Say when part of the period has no data, so a short total is not misread.
+    report["hours_with_data"] = covered
+    report["hours_in_period"] = hours_in(start, end)
     if args.format == "json":
         print(json.dumps(report, indent=2))
     elif args.format == "csv":

@@ -112,10 +112,13 @@ KARPENTER_GPU_MEMORY_LABEL = "karpenter.k8s.aws/instance-gpu-memory"
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 
 
+# MIG single strategy names the profile in the product label: ``A100-SXM4-40GB-MIG-1g.5gb``.
+MIG_PRODUCT_SUFFIX = re.compile(r"-MIG-(\d+)g\.(\d+)gb$", re.IGNORECASE)
+
+
 def strip_product_suffixes(product: str) -> str:
     """Drop GFD's ``-SHARED`` suffix and the MIG single-strategy ``-MIG-<profile>`` tail."""
-    product = product.removesuffix("-SHARED")
-    return re.sub(r"-MIG-\d+g\.\d+gb$", "", product)
+    return MIG_PRODUCT_SUFFIX.sub("", product.removesuffix("-SHARED"))
 
 
 def model_from_product(product: str) -> str | None:

@@ -10,10 +10,11 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gpu_cost_pipeline.core.gpus import MIG_PRODUCT_SUFFIX
+
 WHOLE_GPU_RESOURCE = "nvidia.com/gpu"
 SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
 _MIG_RESOURCE = re.compile(r"^nvidia\.com/mig-(\d+)g\.(\d+)gb$")
-_MIG_PROFILE_SUFFIX = re.compile(r"-MIG-(\d+)g\.(\d+)gb$", re.IGNORECASE)
 
 # A100/H100 have 7 compute slices and 8 memory slices.
 MIG_COMPUTE_SLICES = 7
@@ -61,8 +62,8 @@ def mig_profile_of_resource(resource: str) -> MigProfile | None:
 
 
 def mig_profile_of_product(product: str) -> MigProfile | None:
-    """MIG single strategy names the profile in the product label: ``A100-SXM4-40GB-MIG-1g.5gb``."""
-    match = _MIG_PROFILE_SUFFIX.search(product.removesuffix("-SHARED"))
+    """The MIG profile a single-strategy product label names, if any."""
+    match = MIG_PRODUCT_SUFFIX.search(product.removesuffix("-SHARED"))
     return MigProfile(int(match[1]), int(match[2])) if match else None
 
 

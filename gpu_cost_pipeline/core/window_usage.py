@@ -105,7 +105,7 @@ def derive_window_usage(
                 ParseIssue(
                     "Node",
                     node,
-                    "status.allocatable",
+                    "spec.containers[*].resources (of its pods)",
                     "pods hold more GPUs than the node has",
                     "pod shares scaled down to the node's GPUs",
                 )

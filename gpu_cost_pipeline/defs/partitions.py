@@ -4,6 +4,7 @@ run to one day of minutes."""
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -17,6 +18,13 @@ def partition_start(now: datetime | None = None) -> str:
     configured = os.environ.get("GPU_COST_PARTITION_START")
     if configured:
         return configured
+    if os.environ.get("GPU_COST_SOURCE", "simulated") != "simulated":
+        # Processes started in different months would disagree on the partition set.
+        warnings.warn(
+            "GPU_COST_PARTITION_START is not set: the first minute partition moves to the 1st "
+            "of the previous month whenever a process starts; set it for a deployment",
+            stacklevel=2,
+        )
     now = now or datetime.now(UTC)
     year, month = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
     return f"{year:04d}-{month:02d}-01-00:00"

@@ -7,6 +7,8 @@ import dagster as dg
 import pandas as pd
 
 from gpu_cost_pipeline.core.costing import cost_problems, node_balance_error
+from gpu_cost_pipeline.core.gpus import UNKNOWN_GPU_MODEL
+from gpu_cost_pipeline.core.pricing import SOURCE_ESTIMATE
 from gpu_cost_pipeline.core.usage import ParseIssue
 from gpu_cost_pipeline.core.window_usage import WindowUsage
 
@@ -42,7 +44,9 @@ class UsageTotals:
         self.nodes.update(nodes["node"].unique())
         self.gpu_hours_held += float((pods["gpu_share"] * pods["seconds"]).sum() / 3600)
         self.gpu_hours_capacity += float((nodes["gpu_count"] * nodes["seconds"]).sum() / 3600)
-        self.unknown_model_nodes.update(nodes.loc[nodes["gpu_model"] == "unknown", "node"].unique())
+        self.unknown_model_nodes.update(
+            nodes.loc[nodes["gpu_model"] == UNKNOWN_GPU_MODEL, "node"].unique()
+        )
         self.pods_without_team.update(pods.loc[pods["team"] == "", "pod_uid"].unique())
         self.issues.extend(usage.issues)
 
@@ -88,7 +92,9 @@ class CostTotals:
             "exclusive_cost_usd": costs["exclusive_cost_usd"].sum(),
             "gpu_hours": (costs["gpu_share"] * costs["seconds"]).sum() / 3600,
             "idle_cost_usd": costs.loc[idle, "cost_usd"].sum(),
-            "estimated_cost_usd": costs.loc[costs["price_source"] == "estimate", "cost_usd"].sum(),
+            "estimated_cost_usd": costs.loc[
+                costs["price_source"] == SOURCE_ESTIMATE, "cost_usd"
+            ].sum(),
         }
         for name, value in chunk.items():
             self.sums[name] = self.sums.get(name, 0.0) + float(value)

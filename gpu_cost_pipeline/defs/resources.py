@@ -18,43 +18,42 @@ from gpu_cost_pipeline.store.cost_store import CostStore
 
 @dataclass(frozen=True)
 class Setting:
+    """An environment variable and the resource field it sets; unset, the field keeps the
+    resource's own default (documented in the README's table)."""
+
     variable: str
     field: str
-    default: Any
     kind: type = str
 
 
 STORE_SETTINGS = (
-    Setting("GPU_COST_DATABASE_URL", "database_url", None),
-    Setting("GPU_COST_DATA_DIR", "data_dir", ".data"),
-    Setting("GPU_COST_RETENTION_DAYS", "retention_days", 90, int),
-    Setting("GPU_COST_ROLLUP_RETENTION_DAYS", "rollup_retention_days", 730, int),
+    Setting("GPU_COST_DATABASE_URL", "database_url"),
+    Setting("GPU_COST_DATA_DIR", "data_dir"),
+    Setting("GPU_COST_RETENTION_DAYS", "retention_days", int),
+    Setting("GPU_COST_ROLLUP_RETENTION_DAYS", "rollup_retention_days", int),
 )
 SOURCE_SETTINGS = (
-    Setting("GPU_COST_SOURCE", "source", "simulated"),
-    Setting("GPU_COST_CLUSTER", "cluster", "default"),
-    Setting("GPU_COST_CLOUD_PROVIDER", "default_provider", "aws"),
-    Setting("GPU_COST_REGION", "default_region", "us-east-1"),
-    Setting("GPU_COST_MIG_CONVENTION", "mig_convention", "compute"),
-    Setting("GPU_COST_SIMULATED_PODS", "simulated_gpu_pods", 80, int),
-    Setting("GPU_COST_SIMULATED_SEED", "simulated_seed", 42, int),
-    Setting("GPU_COST_CHUNK_MINUTES", "chunk_minutes", 240, int),
+    Setting("GPU_COST_SOURCE", "source"),
+    Setting("GPU_COST_CLUSTER", "cluster"),
+    Setting("GPU_COST_CLOUD_PROVIDER", "default_provider"),
+    Setting("GPU_COST_REGION", "default_region"),
+    Setting("GPU_COST_MIG_CONVENTION", "mig_convention"),
+    Setting("GPU_COST_SIMULATED_PODS", "simulated_gpu_pods", int),
+    Setting("GPU_COST_SIMULATED_SEED", "simulated_seed", int),
+    Setting("GPU_COST_CHUNK_MINUTES", "chunk_minutes", int),
 )
 KUBERNETES_SETTINGS = (
-    Setting("KUBECONFIG", "kubeconfig", None),
-    Setting("GPU_COST_KUBE_CONTEXT", "context", None),
-    Setting("GPU_COST_KUBE_IN_CLUSTER", "in_cluster", None, bool),
+    Setting("KUBECONFIG", "kubeconfig"),
+    Setting("GPU_COST_KUBE_CONTEXT", "context"),
+    Setting("GPU_COST_KUBE_IN_CLUSTER", "in_cluster", bool),
 )
-PRICE_SETTINGS = (Setting("GPU_COST_UNKNOWN_GPU_PRICE", "unknown_gpu_price_per_hour", 2.50, float),)
+PRICE_SETTINGS = (Setting("GPU_COST_UNKNOWN_GPU_PRICE", "unknown_gpu_price_per_hour", float),)
 
 _ENV_VAR_KINDS = {str: dg.EnvVar, int: dg.EnvVar.int}
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def _value(setting: Setting, as_env_var: bool) -> Any:
-    raw = os.environ.get(setting.variable)
-    if not raw:
-        return setting.default
+def _value(setting: Setting, raw: str, as_env_var: bool) -> Any:
     if as_env_var and setting.kind in _ENV_VAR_KINDS:  # EnvVar has no float or bool form
         return _ENV_VAR_KINDS[setting.kind](setting.variable)
     if setting.kind is bool:
@@ -68,7 +67,11 @@ def _value(setting: Setting, as_env_var: bool) -> Any:
 
 
 def _config(settings: tuple[Setting, ...], as_env_var: bool) -> dict[str, Any]:
-    return {s.field: _value(s, as_env_var) for s in settings}
+    return {
+        s.field: _value(s, os.environ[s.variable], as_env_var)
+        for s in settings
+        if os.environ.get(s.variable)
+    }
 
 
 def store_from_env(as_env_var: bool = False) -> CostStore:

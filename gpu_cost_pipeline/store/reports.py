@@ -103,3 +103,17 @@ def data_coverage(
         "SELECT min(minute), max(minute) FROM gpu_cost WHERE cluster = %s", (cluster,)
     ).fetchone()
     return (row[0], row[1]) if row else (None, None)
+
+
+def hours_with_data(conn: psycopg.Connection, cluster: str, start: datetime, end: datetime) -> int:
+    """Hours of [start, end) (whole or partial) that have any cost rows, read from the rollup."""
+    row = conn.execute(
+        "SELECT count(DISTINCT hour) FROM gpu_cost_hourly"
+        " WHERE cluster = %s AND hour >= %s AND hour < %s",
+        (cluster, _hour_floor(start), end),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def hours_in(start: datetime, end: datetime) -> int:
+    return int((_hour_ceil(end) - _hour_floor(start)).total_seconds() // 3600)

@@ -22,7 +22,9 @@ class PriceCatalog(dg.ConfigurableResource):
     estimate table. Estimates are marked ``estimate`` wherever they are stored or shown."""
 
     unknown_gpu_price_per_hour: float = Field(
-        default=2.50, ge=0, description="Estimate for GPU models missing from the catalog."
+        default=EstimateSettings().unknown_gpu_price_per_hour,
+        ge=0,
+        description="Estimate for GPU models missing from the catalog.",
     )
     cache_ttl_minutes: int = Field(default=int(CACHE_TTL.total_seconds() // 60), ge=0)
 

@@ -15,18 +15,11 @@ from gpu_cost_pipeline.core.pricing import (
     estimate_prices,
     resolve_prices,
 )
+from gpu_cost_pipeline_tests.test_core_costing import P5
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SETTINGS = EstimateSettings()
 
-P5 = {
-    "provider": "aws",
-    "region": "us-east-1",
-    "zone": "us-east-1a",
-    "instance_type": "p5.48xlarge",
-    "gpu_model": "H100-80GB",
-    "capacity_type": "on-demand",
-}
 T4_GCP = {
     "provider": "gcp",
     "region": "us-central1",

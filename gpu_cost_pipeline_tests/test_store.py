@@ -66,22 +66,30 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (4,)
 
 
-def test_concurrent_processes_migrate_once(database_url: str):
+def run_concurrently(work, copies: int) -> list[Exception]:
+    """Run ``work`` in ``copies`` threads at once; the exceptions they raised."""
     errors: list[Exception] = []
 
-    def run() -> None:
+    def guarded() -> None:
         try:
-            with psycopg.connect(database_url) as conn:
-                migrate(conn)
-        except Exception as error:  # collected and asserted below
+            work()
+        except Exception as error:  # collected for the caller to assert on
             errors.append(error)
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
+    threads = [threading.Thread(target=guarded) for _ in range(copies)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == []
+    return errors
+
+
+def test_concurrent_processes_migrate_once(database_url: str):
+    def run() -> None:
+        with psycopg.connect(database_url) as conn:
+            migrate(conn)
+
+    assert run_concurrently(run, 4) == []
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (4,)
 
@@ -204,22 +212,13 @@ def test_concurrent_rewrites_of_one_window_never_double_count(store: CostStore):
     """Two runs rewriting the same window at once (a schedule tick and a backfill, say)."""
     end = T0 + timedelta(minutes=10)
     both_inside = threading.Barrier(2, timeout=10)
-    errors: list[Exception] = []
 
     def rewrite() -> None:
-        try:
-            with store.write_window("c1", T0, end) as writer:
-                both_inside.wait()  # both transactions are open before either deletes
-                writer.replace("gpu_node_usage", node_rows(T0, 10))
-        except Exception as error:  # collected and asserted below
-            errors.append(error)
+        with store.write_window("c1", T0, end) as writer:
+            both_inside.wait()  # both transactions are open before either deletes
+            writer.replace("gpu_node_usage", node_rows(T0, 10))
 
-    threads = [threading.Thread(target=rewrite) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_concurrently(rewrite, 2) == []
     assert count(store, "gpu_node_usage") == 10
 
 

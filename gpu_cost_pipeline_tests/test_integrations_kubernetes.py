@@ -3,6 +3,8 @@
 import json
 import logging
 import socket
+import subprocess
+import sys
 import time
 import traceback
 import urllib.error
@@ -12,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import kubernetes
 import pytest
+import yaml
 
 from gpu_cost_pipeline.integrations.kubernetes import (
     KubernetesResource,
@@ -459,3 +462,45 @@ def test_fake_server_list_items_omit_type_meta_like_kube_apiserver():
         plain.nodes = typed.nodes = [node]
         assert "kind" not in _get(plain, "/api/v1/nodes")[1]["items"][0]
         assert _get(typed, "/api/v1/nodes")[1]["items"][0]["kind"] == "Node"
+
+
+def test_credential_plugin_output_never_reaches_errors_or_logs(tmp_path: Path):
+    """A failing exec credential plugin prints what it likes (here a token), and the kubernetes
+    client logs that on the root logger. Run in a real process (pytest's stdin keeps the client
+    from starting plugins): neither the error nor any log line may carry it."""
+    plugin = tmp_path / "leaky-plugin"
+    plugin.write_text(
+        f"#!/bin/sh\ntouch {tmp_path}/plugin-ran\necho 'token=s3cr3t-from-plugin' >&2\nexit 1\n"
+    )
+    plugin.chmod(0o755)
+    kubeconfig = tmp_path / "kubeconfig"
+    exec_user = {
+        "exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(plugin)}
+    }
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "k", "cluster": {"server": "http://127.0.0.1:1"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+                "users": [{"name": "u", "user": exec_user}],
+            }
+        )
+    )
+    script = (
+        "import logging; logging.basicConfig(level=logging.DEBUG)\n"
+        "from gpu_cost_pipeline.integrations.kubernetes import KubernetesResource\n"
+        f"KubernetesResource(kubeconfig={str(kubeconfig)!r}, in_cluster=False).list_gpu_nodes()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (tmp_path / "plugin-ran").exists(), done.stderr[-1500:]
+    assert "KubernetesSourceError" in done.stderr and "listing nodes" in done.stderr
+    assert "s3cr3t-from-plugin" not in done.stdout + done.stderr

@@ -7,6 +7,7 @@ Objects come back as the raw JSON the API server serves (camelCase keys), read w
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,6 +83,28 @@ def is_gpu_node(node: dict) -> bool:
         return True
     labels = (node.get("metadata") or {}).get("labels") or {}
     return any(label in labels for label in GPU_NODE_LABELS)
+
+
+class _DropClientConfigLogs(logging.Filter):
+    """The kubernetes client logs a failed exec credential plugin's output (which may hold a
+    token) on the root logger; such records never leave this process."""
+
+    _marker = os.sep.join(("", "kubernetes", "config", ""))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self._marker not in record.pathname
+
+
+_client_log_filter = _DropClientConfigLogs()
+
+
+def _config_problem(error: Exception) -> str:
+    """A configuration error, safe to show: exec and OIDC credential plugins put their own
+    output (which may hold tokens) in the message, so only the kind of failure is kept."""
+    message = str(error)
+    if any(word in message.lower() for word in ("exec", "oidc", "token", "auth-provider")):
+        return f"{type(error).__name__} from the credential plugin (its output is not shown)"
+    return message.splitlines()[0][:200] if message else type(error).__name__
 
 
 def _server_label(host_url: str) -> str:
@@ -174,6 +197,8 @@ class KubernetesResource(ConfigurableResource):
         from kubernetes import config as k8s_config
         from kubernetes.config.config_exception import ConfigException
 
+        if _client_log_filter not in logging.getLogger().filters:
+            logging.getLogger().addFilter(_client_log_filter)
         try:
             if self.uses_in_cluster_config():
                 # Our own Configuration: load_incluster_config() without one would replace the
@@ -189,7 +214,7 @@ class KubernetesResource(ConfigurableResource):
         except ConfigException as exc:
             raise KubernetesSourceError(
                 f"Could not load Kubernetes client configuration from {self._config_source()} "
-                f"before {operation}: {exc}",
+                f"before {operation}: {_config_problem(exc)}",
                 operation=operation,
             ) from None
         except Exception as exc:
@@ -326,7 +351,7 @@ class KubernetesResource(ConfigurableResource):
             # Raised mid-request when an exec or OIDC credential refresh fails.
             raise KubernetesSourceError(
                 f"Could not refresh credentials for Kubernetes API server {host} while "
-                f"{operation}: {exc}",
+                f"{operation}: {_config_problem(exc)}",
                 host=host,
                 operation=operation,
             ) from None

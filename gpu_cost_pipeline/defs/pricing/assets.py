@@ -3,7 +3,12 @@
 import dagster as dg
 import pandas as pd
 
-from gpu_cost_pipeline.core.pricing import SOURCE_API, SOURCE_CACHE, SOURCE_ESTIMATE
+from gpu_cost_pipeline.core.pricing import (
+    SOURCE_API,
+    SOURCE_CACHE,
+    SOURCE_ESTIMATE,
+    SOURCE_OVERRIDE,
+)
 from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_partitions
 from gpu_cost_pipeline.defs.pricing.resources import PriceCatalog
 from gpu_cost_pipeline.defs.usage.source import UsageSource
@@ -45,6 +50,7 @@ def gpu_prices(
             "estimated_keys": int(by_source.get(SOURCE_ESTIMATE, 0)),
             "api_keys": int(by_source.get(SOURCE_API, 0)),
             "cached_keys": int(by_source.get(SOURCE_CACHE, 0)),
+            "override_keys": int(by_source.get(SOURCE_OVERRIDE, 0)),
             "mean_price_per_gpu_hour": float(points["price_per_gpu_hour"].mean())
             if not points.empty
             else 0.0,

@@ -111,10 +111,10 @@ def node_object(index: int, spec: NodeSpec) -> dict:
         }
         capacity = {GPU: str(spec.gpus), "nvidia.com/mig-1g.5gb": "7"}
     else:
+        # No instance type: its catalog GPU count (8) would win over this node's own count.
         labels |= {
             "nvidia.com/gpu.product": "A100-SXM4-40GB-MIG-1g.5gb",
             "nvidia.com/mig.strategy": "single",
-            "node.kubernetes.io/instance-type": "p4d.24xlarge",
         }
         capacity = {GPU: str(7 * spec.gpus)}
     if spec.count_label or spec.kind == "mig-mixed":

@@ -831,3 +831,17 @@ def test_node_creation_time_is_kept_for_each_row() -> None:
         int(datetime(2026, 11, 20, 10, 0, 30, tzinfo=UTC).timestamp()),
         0,
     ]
+
+
+def test_mig_single_strategy_on_a_known_instance_takes_the_catalog_gpu_count() -> None:
+    node = make_node(
+        "p4d",
+        {
+            "nvidia.com/gpu.product": "A100-SXM4-40GB-MIG-1g.5gb",
+            "nvidia.com/gpu.count": "16",  # only part of the GPUs partitioned: no count to trust
+            "nvidia.com/mig.strategy": "single",
+            "node.kubernetes.io/instance-type": "p4d.24xlarge",
+        },
+        {GPU: "16"},
+    )
+    assert parse_nodes([node], SETTINGS).frame.loc[0, "gpu_count"] == 8

@@ -504,3 +504,4 @@ def test_credential_plugin_output_never_reaches_errors_or_logs(tmp_path: Path):
     assert (tmp_path / "plugin-ran").exists(), done.stderr[-1500:]
     assert "KubernetesSourceError" in done.stderr and "listing nodes" in done.stderr
     assert "s3cr3t-from-plugin" not in done.stdout + done.stderr
+    assert "details hidden" in done.stderr  # the failure itself is still logged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gpu_cost_pipeline.core.pricing import SOURCE_ESTIMATE
-from gpu_cost_pipeline.defs.resources import store_from_env, usage_source_from_env
+from gpu_cost_pipeline.defs.resources import store_from_env
+from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.store.reports import (
     MEASURES,
     CostFilter,
@@ -148,7 +150,12 @@ def render_tables(report: dict, view: str, console: Console) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cluster = args.cluster or usage_source_from_env().cluster
+    # Only the cluster name: the report must not depend on the other source settings.
+    cluster = (
+        args.cluster
+        or os.environ.get("GPU_COST_CLUSTER")
+        or UsageSource.model_fields["cluster"].default
+    )
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - args.last
     store = store_from_env()

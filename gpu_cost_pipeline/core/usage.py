@@ -209,6 +209,9 @@ def _node_gpu_count(
         if sharing.mig_single_profile is not None
         else 1
     )
+    instance = INSTANCE_TYPES.get(instance_type_of(labels))
+    if sharing.mig_single_profile is not None and instance is not None:
+        return instance.gpu_count, issues  # MIG layouts vary; the instance's GPUs do not
     if counted:
         # With MIG single strategy GFD counts MIG devices (7 on one A100 as 1g.5gb).
         return max(1, -(-counted // per_gpu)), issues
@@ -220,7 +223,6 @@ def _node_gpu_count(
     shared = _gpu_capacity(status, SHARED_GPU_RESOURCE) or 0
     if shared:
         return max(1, shared // max(1, sharing.replicas)), issues
-    instance = INSTANCE_TYPES.get(instance_type_of(labels))
     if instance and _has_mig_resources(status):
         return instance.gpu_count, issues
     return devices, issues

@@ -85,24 +85,29 @@ def is_gpu_node(node: dict) -> bool:
     return any(label in labels for label in GPU_NODE_LABELS)
 
 
-class _DropClientConfigLogs(logging.Filter):
+class _HideClientConfigLogs(logging.Filter):
     """The kubernetes client logs a failed exec credential plugin's output (which may hold a
-    token) on the root logger; such records never leave this process."""
+    token) on the root logger: such records keep their level but lose their text."""
 
     _marker = os.sep.join(("", "kubernetes", "config", ""))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self._marker not in record.pathname
+        if self._marker in record.pathname:
+            record.msg = "kubernetes client configuration problem (details hidden: they may hold credentials)"
+            record.args = ()
+        return True
 
 
-_client_log_filter = _DropClientConfigLogs()
+_client_log_filter = _HideClientConfigLogs()
 
 
 def _config_problem(error: Exception) -> str:
     """A configuration error, safe to show: exec and OIDC credential plugins put their own
     output (which may hold tokens) in the message, so only the kind of failure is kept."""
     message = str(error)
-    if any(word in message.lower() for word in ("exec", "oidc", "token", "auth-provider")):
+    if message.lower().startswith("exec") or any(
+        word in message.lower() for word in ("oidc", "auth-provider", "credential")
+    ):
         return f"{type(error).__name__} from the credential plugin (its output is not shown)"
     return message.splitlines()[0][:200] if message else type(error).__name__
 

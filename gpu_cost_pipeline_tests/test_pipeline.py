@@ -304,3 +304,28 @@ def test_a_price_override_prices_costs_until_it_is_deleted(store: CostStore, dat
     assert dg.materialize(ASSETS, partition_key=MINUTE, resources=resources(database_url)).success
     [(price, source)] = a100_spot_prices()
     assert source == "estimate" and price == pytest.approx(27.45 / 8 * 0.40)
+
+
+def test_an_override_starting_inside_a_range_run_applies_from_its_minute(
+    store: CostStore, database_url: str
+):
+    with store.connection() as conn, conn.transaction():
+        conn.execute(
+            "INSERT INTO price_overrides (provider, gpu_model, capacity_type, price_per_gpu_hour,"
+            " effective_from) VALUES ('aws', 'A100-80GB', 'spot', 1.11, %s)",
+            (datetime(2026, 11, 20, 10, 5, tzinfo=UTC),),
+        )
+    tags = range_tags("2026-11-20-10:00", "2026-11-20-10:09")
+    assert dg.materialize(ASSETS, tags=tags, resources=resources(database_url)).success
+    rows = store.read_frame(
+        "SELECT minute >= '2026-11-20 10:05+00' AS after, price_source,"
+        " min(price_per_gpu_hour) AS low, max(price_per_gpu_hour) AS high FROM gpu_cost"
+        " WHERE gpu_model = 'A100-80GB' AND capacity_type = 'spot' GROUP BY 1, 2"
+    )
+    rows = rows.sort_values("after")
+    assert rows[["after", "price_source"]].values.tolist() == [
+        [False, "estimate"],
+        [True, "override"],
+    ]
+    overridden = rows[rows["after"]].iloc[0]
+    assert overridden["low"] == overridden["high"] == 1.11

@@ -253,14 +253,15 @@ def test_the_price_in_effect_is_found_however_old_and_points_inside_count(store:
     assert sorted(found["price_per_gpu_hour"]) == [2.0, 3.0]
 
 
-def test_price_overrides_match_wildcards_and_the_latest_wins(store: CostStore):
+def test_price_overrides_match_wildcards_and_the_most_specific_wins(store: CostStore):
     from gpu_cost_pipeline.store import queries
 
     with store.write_window("c1", T0, T0 + timedelta(minutes=10)) as writer:
         writer.replace("gpu_node_usage", node_rows(T0, 10).assign(zone="us-east-1a"))
     overrides = [  # (zone, instance type, price, effective days before T0)
         ("", "", 1.25, 30),  # any zone, any instance: matches
-        ("us-east-1a", "p5.48xlarge", 1.50, 30),  # same time, more specific: wins the tie
+        ("us-east-1a", "p5.48xlarge", 1.50, 30),  # more specific: wins
+        ("", "", 0.90, 10),  # newer but less specific: does not shadow the negotiated price
         ("us-east-1b", "", 0.10, 1),  # another zone: never matches
         ("", "", 2.00, -1),  # not yet in effect
     ]
@@ -274,7 +275,7 @@ def test_price_overrides_match_wildcards_and_the_latest_wins(store: CostStore):
             )
     with store.connection() as conn:
         offered = queries.price_reuse_candidates(
-            conn, "c1", T0, T0 + timedelta(minutes=10), timedelta(hours=1)
+            conn, "c1", T0, T0 + timedelta(minutes=10), T0, timedelta(hours=1)
         )
     assert offered["source"].tolist() == ["override"]
     assert offered.loc[0, "price_per_gpu_hour"] == 1.50

@@ -33,15 +33,24 @@ def gpu_prices(
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
     cluster = usage_source.cluster
+    warnings: list[str] = []
     with store.write_window(cluster, window.start, window.end) as writer:
-        keys = queries.price_keys(writer.conn, cluster, window.start, window.end)
-        stored = queries.price_reuse_candidates(
-            writer.conn, cluster, window.start, window.end, prices.cache_ttl()
-        )
-        resolved = prices.resolve(keys, window.start, stored) if not keys.empty else None
-        points = resolved.prices if resolved else pd.DataFrame()
+        conn = writer.conn
+        keys = queries.price_keys(conn, cluster, window.start, window.end)
+        parts = []
+        # One resolution at the window start, and one where an override starts inside it.
+        for at in [window.start, *queries.override_starts(conn, cluster, window.start, window.end)]:
+            if keys.empty:
+                break
+            stored = queries.price_reuse_candidates(
+                conn, cluster, window.start, window.end, at, prices.cache_ttl()
+            )
+            resolved = prices.resolve(keys, at, stored)
+            parts.append(resolved.prices)
+            warnings.extend(resolved.warnings)
+        points = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         writer.replace("price_points", points, time_column="effective_at")
-    for warning in resolved.warnings if resolved else []:
+    for warning in dict.fromkeys(warnings):
         context.log.warning(warning)
     by_source = points["source"].value_counts() if not points.empty else pd.Series(dtype=int)
     return dg.MaterializeResult(

@@ -13,6 +13,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from gpu_cost_pipeline.core.costing import ATTRIBUTION_COLUMNS
 from gpu_cost_pipeline.core.pricing import SOURCE_ESTIMATE
 from gpu_cost_pipeline.defs.resources import store_from_env
 from gpu_cost_pipeline.defs.usage.source import UsageSource
@@ -50,12 +51,9 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
-ATTRIBUTION = {"namespace", "team", "project", "experiment_id", "cost_center"}
-
-
 def _label(value: object, is_idle: bool, column: str) -> str:
     """Idle GPUs belong to no pod: they get their own line in attribution views."""
-    if is_idle and column in ATTRIBUTION:
+    if is_idle and column in ATTRIBUTION_COLUMNS:
         return IDLE
     return str(value) if value else UNLABELLED
 

@@ -158,14 +158,9 @@ def node_balance_error(
     return float(((actual - expected).abs() / scale).max())
 
 
-POD_LOOKUP_COLUMNS = [
-    "namespace",
-    "team",
-    "project",
-    "experiment_id",
-    "cost_center",
-    "sharing_mode",
-]
+# The dimensions a pod's cost is attributed to (idle rows have none).
+ATTRIBUTION_COLUMNS = ["namespace", "team", "project", "experiment_id", "cost_center"]
+POD_LOOKUP_COLUMNS = [*ATTRIBUTION_COLUMNS, "sharing_mode"]
 
 
 def attach_attributes(

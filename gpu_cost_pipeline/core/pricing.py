@@ -140,7 +140,8 @@ def resolve_prices(
     """One price per key in effect at ``at``: an override, else an API price fetched within
     ``ttl`` (source ``cache``), else a live API, else an estimate.
 
-    ``stored`` holds previously stored price points (PRICE_COLUMNS) near ``at``.
+    ``stored`` holds what may be reused (PRICE_COLUMNS): overrides in effect and API prices
+    fetched before ``at``.
     """
     keys = keys[PRICE_KEY].drop_duplicates().reset_index(drop=True)
     at_ts = pd.Timestamp(at)

@@ -74,6 +74,15 @@ class UsageTotals:
         }
 
 
+BALANCE_TOLERANCE = 1e-9  # relative: pods + idle must equal the node's GPU cost
+COST_CHECKS = {
+    "no_negative_cost": "No cost, on-demand or exclusive amount below zero.",
+    "pods_plus_idle_equals_node_cost": "Per node-minute, pod rows + idle row = the node's GPU "
+    f"cost (relative tolerance {BALANCE_TOLERANCE:g}).",
+    "no_duplicate_pod_minute": "At most one row per (pod uid, minute) in the window.",
+}
+
+
 @dataclass
 class CostTotals:
     """Sums and check findings over the chunks of one cost window."""
@@ -116,25 +125,21 @@ class CostTotals:
             else 0.0,
         }
 
-    def check_results(self, balance_tolerance: float) -> list[dg.AssetCheckResult]:
+    def check_results(self) -> list[dg.AssetCheckResult]:
+        """One result per COST_CHECKS entry: (passed, figure shown with it)."""
         negative = self.problems.get("negative_cost_rows", 0)
         duplicates = self.problems.get("duplicate_pod_minutes", 0)
+        outcomes = {
+            "no_negative_cost": (negative == 0, {"negative_rows": negative}),
+            "pods_plus_idle_equals_node_cost": (
+                self.balance_error <= BALANCE_TOLERANCE,
+                {"max_relative_error": self.balance_error},
+            ),
+            "no_duplicate_pod_minute": (duplicates == 0, {"duplicate_rows": duplicates}),
+        }
         return [
-            dg.AssetCheckResult(
-                check_name="no_negative_cost",
-                passed=negative == 0,
-                metadata={"negative_rows": negative},
-            ),
-            dg.AssetCheckResult(
-                check_name="pods_plus_idle_equals_node_cost",
-                passed=self.balance_error <= balance_tolerance,
-                metadata={"max_relative_error": self.balance_error},
-            ),
-            dg.AssetCheckResult(
-                check_name="no_duplicate_pod_minute",
-                passed=duplicates == 0,
-                metadata={"duplicate_rows": duplicates},
-            ),
+            dg.AssetCheckResult(check_name=name, passed=passed, metadata=metadata)
+            for name, (passed, metadata) in outcomes.items()
         ]
 
 

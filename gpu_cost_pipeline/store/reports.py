@@ -13,14 +13,11 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from gpu_cost_pipeline.core.costing import ATTRIBUTION_COLUMNS
 from gpu_cost_pipeline.store.cost_store import read_frame
 
 DIMENSIONS = [
-    "namespace",
-    "team",
-    "project",
-    "experiment_id",
-    "cost_center",
+    *ATTRIBUTION_COLUMNS,
     "gpu_model",
     "capacity_type",
     "is_idle",

@@ -6,18 +6,10 @@ import dagster as dg
 from gpu_cost_pipeline.core.costing import attach_attributes, cost_rows
 from gpu_cost_pipeline.core.windows import window_chunks
 from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_partitions
-from gpu_cost_pipeline.defs.reporting import CostTotals
+from gpu_cost_pipeline.defs.reporting import COST_CHECKS, CostTotals
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.store import queries
 from gpu_cost_pipeline.store.cost_store import CostStore
-
-BALANCE_TOLERANCE = 1e-9  # relative: pods + idle must equal the node's GPU cost
-CHECKS = {
-    "no_negative_cost": "No cost, on-demand or exclusive amount below zero.",
-    "pods_plus_idle_equals_node_cost": "Per node-minute, pod rows + idle row = the node's GPU "
-    f"cost (relative tolerance {BALANCE_TOLERANCE:g}).",
-    "no_duplicate_pod_minute": "At most one row per (pod uid, minute) in the window.",
-}
 
 
 @dg.asset(
@@ -27,7 +19,8 @@ CHECKS = {
     group_name="costs",
     kinds={"postgres"},
     check_specs=[
-        dg.AssetCheckSpec(name, asset="gpu_cost", description=text) for name, text in CHECKS.items()
+        dg.AssetCheckSpec(name, asset="gpu_cost", description=text)
+        for name, text in COST_CHECKS.items()
     ],
     description="cost_usd = price_per_gpu_hour × gpu_share × seconds / 3600 per pod-minute, "
     "with on-demand and exclusive baselines; idle GPUs as idle rows; hourly rollup.",
@@ -56,5 +49,5 @@ def gpu_cost(
         rollup_rows = writer.refresh_hourly_rollup()
     return dg.MaterializeResult(
         metadata={**totals.metadata(), "hourly_rollup_rows": rollup_rows},
-        check_results=totals.check_results(BALANCE_TOLERANCE),
+        check_results=totals.check_results(),
     )

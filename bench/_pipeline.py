@@ -20,7 +20,8 @@ from dagster._core.storage.tags import (
 )
 
 from bench._common import BENCH_CLUSTER, Stopwatch, progress, report
-from gpu_cost_pipeline.defs.resources import store_from_env
+from gpu_cost_pipeline.settings import load_settings
+from gpu_cost_pipeline.store.cost_store import CostStore
 
 _STEP_MARKS = {
     "STEP_START": "start",
@@ -65,7 +66,7 @@ class RunFigures:
 def prepare_store() -> float:
     """Start the embedded server and migrate (both cached per process); returns seconds."""
     with Stopwatch() as watch:
-        store_from_env().mode()
+        CostStore.from_settings(load_settings()).mode()
     return watch.seconds
 
 

@@ -28,6 +28,7 @@ from bench._pipeline import (
     report_breakdown,
     run_job,
 )
+from gpu_cost_pipeline.settings import first_of_previous_month
 
 PODS = 1000
 WALL_TARGET = Target("<=", 60, "s")
@@ -43,17 +44,11 @@ def parse_day(argv: list[str] | None) -> date:
     return day
 
 
-def partition_start_for(day: date) -> str:
-    """The first day of the month before ``day``'s: the production default (first day of the
-    previous month) when ``day`` is yesterday, so the partition set is the one in production."""
-    year, month = (day.year, day.month - 1) if day.month > 1 else (day.year - 1, 12)
-    return f"{year:04d}-{month:02d}-01-00:00"
-
-
 def count_cost_rows(start: datetime, end: datetime) -> int:
-    from gpu_cost_pipeline.defs.resources import store_from_env
+    from gpu_cost_pipeline.settings import load_settings
+    from gpu_cost_pipeline.store.cost_store import CostStore
 
-    counted = store_from_env().read_frame(
+    counted = CostStore.from_settings(load_settings()).read_frame(
         "SELECT count(*) AS n FROM gpu_cost WHERE cluster = %s AND minute >= %s AND minute < %s",
         (BENCH_CLUSTER, start, end),
     )
@@ -77,7 +72,9 @@ def measure(day: date) -> tuple[float, RunFigures, float, int]:
 def main(argv: list[str] | None = None) -> None:
     clean_environment()
     day = parse_day(argv)
-    os.environ["GPU_COST_PARTITION_START"] = partition_start_for(day)
+    os.environ["GPU_COST_PARTITION_START"] = first_of_previous_month(
+        datetime(day.year, day.month, day.day, tzinfo=UTC)
+    )
     with embedded_postgres_dir() as data_dir:
         configure(data_dir, PODS)
         setup_s, run, rss, cost_rows = measure(day)

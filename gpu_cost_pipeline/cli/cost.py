@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,8 +14,8 @@ from rich.table import Table
 
 from gpu_cost_pipeline.core.costing import ATTRIBUTION_COLUMNS
 from gpu_cost_pipeline.core.pricing import SOURCE_ESTIMATE
-from gpu_cost_pipeline.defs.resources import store_from_env
-from gpu_cost_pipeline.defs.usage.source import UsageSource
+from gpu_cost_pipeline.settings import load_settings
+from gpu_cost_pipeline.store.cost_store import CostStore
 from gpu_cost_pipeline.store.reports import (
     MEASURES,
     CostFilter,
@@ -148,15 +147,11 @@ def render_tables(report: dict, view: str, console: Console) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Only the cluster name: the report must not depend on the other source settings.
-    cluster = (
-        args.cluster
-        or os.environ.get("GPU_COST_CLUSTER")
-        or UsageSource.model_fields["cluster"].default
-    )
+    settings = load_settings()
+    cluster = args.cluster or settings.cluster
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - args.last
-    store = store_from_env()
+    store = CostStore.from_settings(settings)
     with store.connection() as conn:
         first, last = data_coverage(conn, cluster)
         if first is None:

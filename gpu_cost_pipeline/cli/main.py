@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from gpu_cost_pipeline.cli import cost, pipeline
+from gpu_cost_pipeline.settings import load_settings
 
 DURATION_HELP = "a duration such as 90m, 24h or 30d"
 
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        load_settings()  # every command: a bad setting is reported before anything runs
         return args.run(args)
     except KeyboardInterrupt:
         return 130

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 from datetime import timedelta
@@ -13,7 +12,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from gpu_cost_pipeline.defs.resources import store_from_env
+from gpu_cost_pipeline.settings import load_settings
+from gpu_cost_pipeline.store.cost_store import CostStore
 from gpu_cost_pipeline.store.embedded import embedded_server_running, stop_embedded_server
 
 
@@ -57,9 +57,7 @@ def run_materialize(args: argparse.Namespace) -> int:
     per_run = minute_backfill_policy.max_partitions_per_run or minutes
     ranges = recent_partition_ranges(minutes, per_run)
     instance = (
-        dg.DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else dg.DagsterInstance.ephemeral()
+        dg.DagsterInstance.get() if load_settings().dagster_home else dg.DagsterInstance.ephemeral()
     )
     job = defs.resolve_job_def("gpu_cost_job")
     runs = "one run" if len(ranges) == 1 else f"{len(ranges)} runs of at most {per_run} minutes"
@@ -111,12 +109,13 @@ def _failure(result) -> str:
 
 
 def run_db(args: argparse.Namespace) -> int:
-    store = store_from_env()
-    if store.database_url:
+    store = CostStore.from_settings(load_settings())
+    embedded = not store.database_url
+    if args.action == "running":
+        return 0 if embedded and embedded_server_running(store.data_dir) else 1
+    if args.action in ("start", "stop") and not embedded:
         print(f"Using an external database ({store.describe()}); nothing to {args.action}.")
         return 0
-    if args.action == "running":
-        return 0 if embedded_server_running(store.data_dir) else 1
     if args.action == "stop":
         stopped = stop_embedded_server(store.data_dir)
         print(
@@ -125,9 +124,13 @@ def run_db(args: argparse.Namespace) -> int:
             else "The embedded PostgreSQL was not running."
         )
         return 0
+    # start (embedded: starts it) and status: connect, migrate, say what the store is.
     with store.connection() as conn:
         version = conn.execute("SHOW server_version").fetchone()
-    print(
-        f"Embedded PostgreSQL {version[0] if version else '?'} running in {store.data_dir} (mode {store.mode()})"
-    )
+    where = f"running in {store.data_dir}" if embedded else f"at {store.describe()}"
+    kind = "Embedded PostgreSQL" if embedded else "PostgreSQL"
+    print(f"{kind} {version[0] if version else '?'} {where} (store mode {store.mode()})")
+    note = store.mode_note()
+    if note:
+        print(note)
     return 0

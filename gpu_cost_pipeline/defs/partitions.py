@@ -3,31 +3,25 @@ run to one day of minutes."""
 
 from __future__ import annotations
 
-import os
 import warnings
-from datetime import UTC, datetime
 
 import dagster as dg
 
-PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+from gpu_cost_pipeline.settings import PARTITION_FORMAT, Settings, load_settings
 
 
-def partition_start(now: datetime | None = None) -> str:
+def partition_start(settings: Settings | None = None) -> str:
     """GPU_COST_PARTITION_START, else the first day of the previous month (UTC): enough history
     for a monthly budget while staying under ~100k partitions, Dagster's comfortable limit."""
-    configured = os.environ.get("GPU_COST_PARTITION_START")
-    if configured:
-        return configured
-    if os.environ.get("GPU_COST_SOURCE", "simulated") != "simulated":
+    settings = settings or load_settings()
+    if settings.partition_start is None and settings.source != "simulated":
         # Processes started in different months would disagree on the partition set.
         warnings.warn(
             "GPU_COST_PARTITION_START is not set: the first minute partition moves to the 1st "
             "of the previous month whenever a process starts; set it for a deployment",
             stacklevel=2,
         )
-    now = now or datetime.now(UTC)
-    year, month = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
-    return f"{year:04d}-{month:02d}-01-00:00"
+    return settings.first_partition()
 
 
 minute_partitions = dg.TimeWindowPartitionsDefinition(

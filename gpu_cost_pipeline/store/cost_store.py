@@ -23,9 +23,15 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.copy import QueuedLibpqWriter
 from pydantic import Field
 
+from gpu_cost_pipeline.settings import Settings, variable_of
 from gpu_cost_pipeline.store import timescale
 from gpu_cost_pipeline.store.embedded import embedded_database_url
-from gpu_cost_pipeline.store.schema import MODE_TIMESCALE, migrate
+from gpu_cost_pipeline.store.schema import (
+    MODE_NOTE_KEY,
+    MODE_TIMESCALE,
+    migrate,
+    recorded_settings,
+)
 
 COPY_BATCH_ROWS = 100_000  # rows per CSV batch: bounds the memory of a COPY
 _PG_TO_ARROW = {
@@ -71,6 +77,20 @@ class CostStore(dg.ConfigurableResource):
     retention_days: int = Field(default=90, description="Days of minute rows kept.")
     rollup_retention_days: int = Field(default=730, description="Days of hourly rollups kept.")
 
+    @classmethod
+    def from_settings(cls, settings: Settings, secrets_as_env_vars: bool = False) -> CostStore:
+        """The store the settings describe. Inside Dagster the URL (a secret) goes in as an
+        ``EnvVar``, so it never enters run config; the CLI passes the plain value."""
+        url: Any = settings.database_url
+        if url and secrets_as_env_vars:
+            url = dg.EnvVar(variable_of("database_url"))
+        return cls(
+            database_url=url,
+            data_dir=settings.data_dir,
+            retention_days=settings.retention_days,
+            rollup_retention_days=settings.rollup_retention_days,
+        )
+
     def resolved_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -97,8 +117,13 @@ class CostStore(dg.ConfigurableResource):
         """A connection to a migrated database (migrations run once per process)."""
         url = self.resolved_url()
         if url not in _migrated:
-            with self._connect() as conn:
-                _migrated[url] = migrate(conn)
+            mode = migrate(self._connect)
+            if mode == MODE_TIMESCALE:
+                with self._connect() as conn:
+                    timescale.ensure_retention(
+                        conn, self.retention_days, self.rollup_retention_days
+                    )
+            _migrated[url] = mode
         conn = self._connect()
         try:
             yield conn
@@ -108,6 +133,11 @@ class CostStore(dg.ConfigurableResource):
     def mode(self) -> str:
         with self.connection():
             return _migrated[self.resolved_url()]
+
+    def mode_note(self) -> str | None:
+        """Why the store runs on plain PostgreSQL although the server has TimescaleDB."""
+        with self.connection() as conn:
+            return recorded_settings(conn).get(MODE_NOTE_KEY)
 
     @contextmanager
     def write_window(self, cluster: str, start: datetime, end: datetime) -> Iterator[WindowWriter]:
@@ -128,13 +158,14 @@ class CostStore(dg.ConfigurableResource):
 
     def apply_retention(self, cluster: str) -> dict[str, int]:
         """Delete the cluster's rows older than retention_days (rollups: rollup_retention_days).
-        On TimescaleDB the hypertables and the hourly aggregate are left to retention policies,
-        (re)set here, which drop whole chunks. Returns rows deleted per table."""
+        On TimescaleDB the hypertables and the hourly aggregate are left to retention policies
+        (set with the schema, re-set here if the settings changed), which drop whole chunks.
+        Returns rows deleted per table."""
         deleted: dict[str, int] = {}
         with self.connection() as conn:
             timescale_mode = _migrated[self.resolved_url()] == MODE_TIMESCALE
             if timescale_mode:
-                timescale.apply_retention(conn, self.retention_days, self.rollup_retention_days)
+                timescale.ensure_retention(conn, self.retention_days, self.rollup_retention_days)
             with conn.transaction():
                 for table, column, days in (
                     ("gpu_pod_usage", "minute", self.retention_days),

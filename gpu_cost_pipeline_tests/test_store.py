@@ -51,6 +51,7 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
             "001_core_tables",
             "003_gpu_pods_seen_index",
             "004_price_lookup",
+            "005_store_settings",
             "plain/002_hourly_rollup",
         ]
         tables = {
@@ -61,9 +62,9 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
         }
     assert {"gpu_pods", "gpu_pod_usage", "gpu_node_usage", "price_points", "gpu_cost"} <= tables
     assert "gpu_cost_hourly" in tables
+    assert migrate(lambda: psycopg.connect(store.database_url or "")) == "plain"  # no-op
     with psycopg.connect(store.database_url or "") as conn:
-        assert migrate(conn) == "plain"  # a second run applies nothing
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (4,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (5,)
 
 
 def run_concurrently(work, copies: int) -> list[Exception]:
@@ -86,12 +87,11 @@ def run_concurrently(work, copies: int) -> list[Exception]:
 
 def test_concurrent_processes_migrate_once(database_url: str):
     def run() -> None:
-        with psycopg.connect(database_url) as conn:
-            migrate(conn)
+        migrate(lambda: psycopg.connect(database_url))
 
     assert run_concurrently(run, 4) == []
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (4,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (5,)
 
 
 def test_rewriting_a_window_replaces_it_and_touches_nothing_else(store: CostStore):

@@ -359,15 +359,23 @@ class WindowWriter:
         )
         cursor = self.conn.execute(
             """
-            INSERT INTO gpu_cost_hourly
+            INSERT INTO gpu_cost_hourly (hour, cluster, namespace, team, project,
+                experiment_id, cost_center, gpu_model, capacity_type, is_idle, price_source,
+                node, gpu_hours, cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes,
+                measured_gpu_hours, used_gpu_hours, unused_cost_usd)
             SELECT date_trunc('hour', minute) AS hour, cluster, namespace, team, project,
                    experiment_id, cost_center, gpu_model, capacity_type, is_idle, price_source,
-                   sum(gpu_share * seconds) / 3600.0, sum(cost_usd), sum(on_demand_cost_usd),
-                   sum(exclusive_cost_usd), count(*)
+                   node, sum(gpu_share * seconds) / 3600.0, sum(cost_usd),
+                   sum(on_demand_cost_usd), sum(exclusive_cost_usd), count(*),
+                   sum(CASE WHEN gpu_utilization IS NOT NULL THEN gpu_share * seconds
+                            ELSE 0 END) / 3600.0,
+                   sum(coalesce(gpu_utilization, 0) * gpu_share * seconds) / 3600.0,
+                   sum(CASE WHEN is_idle THEN cost_usd
+                            ELSE coalesce(cost_usd * (1 - gpu_utilization), 0) END)
             FROM gpu_cost
             WHERE cluster = %s AND minute >= %s AND minute < %s
             GROUP BY 1, cluster, namespace, team, project, experiment_id, cost_center,
-                     gpu_model, capacity_type, is_idle, price_source
+                     gpu_model, capacity_type, is_idle, price_source, node
             """,
             params,
         )

@@ -66,9 +66,7 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
     assert "gpu_cost_hourly" in tables
     assert migrate(lambda: psycopg.connect(store.database_url or "")) == "plain"  # no-op
     with psycopg.connect(store.database_url or "") as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
-            len(versions),
-        )
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (len(versions),)
 
 
 def run_concurrently(work, copies: int) -> list[Exception]:

@@ -226,6 +226,30 @@ def test_concurrent_rewrites_of_one_window_never_double_count(store: CostStore):
     assert count(store, "gpu_node_usage") == 10
 
 
+def test_windows_of_different_days_are_written_at_the_same_time(store: CostStore):
+    """The locks are per day: two day-runs of a backfill hold their transactions open at once
+    (each waits inside for the other), which a lock per table would deadlock into a timeout."""
+    both_inside = threading.Barrier(2, timeout=10)
+
+    def write(day: int) -> None:
+        start = T0 + timedelta(days=day)
+        with store.write_window("c1", start, start + timedelta(minutes=10)) as writer:
+            writer.replace("gpu_node_usage", node_rows(start, 10))
+            both_inside.wait()
+
+    days = iter((1, 2))
+    assert run_concurrently(lambda: write(next(days)), 2) == []
+    assert count(store, "gpu_node_usage") == 20
+
+
+def test_window_days_lists_every_utc_day_touched():
+    from gpu_cost_pipeline.store.cost_store import window_days
+
+    start = datetime(2026, 11, 19, 23, 0, tzinfo=UTC)
+    assert window_days(start, start + timedelta(hours=1)) == ["2026-11-19"]
+    assert window_days(start, start + timedelta(hours=2)) == ["2026-11-19", "2026-11-20"]
+
+
 def test_the_price_in_effect_is_found_however_old_and_points_inside_count(store: CostStore):
     from gpu_cost_pipeline.store import queries
 

@@ -160,19 +160,21 @@ def _run_range(job, instance, first: str, last: str) -> None:
     elapsed = time.perf_counter() - started
     if not result.success:
         raise RuntimeError(f"run {result.run_id} for {first} … {last} failed: {_failure(result)}")
-    reported: set[str] = set()
+    # Each minute partition carries its own figures: the run's are their sums.
+    sums: dict[str, dict[str, float]] = {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
-        name = materialization.asset_key.to_user_string()
-        if name in reported:  # a range run repeats the same metadata for every partition
-            continue
-        reported.add(name)
-        figures = {
-            key: value.value
-            for key, value in materialization.metadata.items()
-            if key in ("rows", "price_keys", "estimated_keys", "total_cost_usd", "gpu_hours")
+        figures = sums.setdefault(materialization.asset_key.to_user_string(), {})
+        for key, value in materialization.metadata.items():
+            if key in ("rows", "total_cost_usd", "gpu_hours", "unused_cost_usd"):
+                figures[key] = figures.get(key, 0.0) + float(value.value)  # type: ignore[arg-type]
+    for name, figures in sums.items():
+        shown = {
+            k: (round(v, 2) if k.endswith(("_usd", "_hours")) else int(v))
+            for k, v in figures.items()
         }
-        print(f"  {name}: {figures}")
+        if shown:
+            print(f"  {name}: {shown}")
     print(f"Run {result.run_id} ({first} … {last}) succeeded in {elapsed:.1f} s", flush=True)
 
 

@@ -5,8 +5,9 @@ import dagster as dg
 from gpu_cost_pipeline.core.window_usage import derive_observed_usage, pod_attributes
 from gpu_cost_pipeline.core.windows import window_chunks
 from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_partitions
-from gpu_cost_pipeline.defs.reporting import UsageTotals, log_issues
+from gpu_cost_pipeline.defs.reporting import UsageTotals, add_partition_metadata, log_issues
 from gpu_cost_pipeline.defs.usage.source import UsageSource
+from gpu_cost_pipeline.settings import PARTITION_FORMAT
 from gpu_cost_pipeline.store.cost_store import CostStore
 
 
@@ -43,5 +44,11 @@ def gpu_usage(context: dg.AssetExecutionContext, store: CostStore, usage_source:
             writer.upsert_pods(pod_attributes(usage.pods))
             totals.add(usage)
     log_issues(context.log, totals.issues)
-    yield dg.MaterializeResult(asset_key="gpu_node_usage", metadata=totals.node_metadata())
-    yield dg.MaterializeResult(asset_key="gpu_pod_usage", metadata=totals.pod_metadata())
+    keys = context.partition_keys
+    add_partition_metadata(
+        context, "gpu_node_usage", totals.node_partitions(keys, PARTITION_FORMAT)
+    )
+    add_partition_metadata(context, "gpu_pod_usage", totals.pod_partitions(keys, PARTITION_FORMAT))
+    problems = totals.problem_counts()
+    yield dg.MaterializeResult(asset_key="gpu_node_usage", metadata=problems["gpu_node_usage"])
+    yield dg.MaterializeResult(asset_key="gpu_pod_usage", metadata=problems["gpu_pod_usage"])

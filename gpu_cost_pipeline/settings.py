@@ -262,6 +262,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Prometheus (Thanos, Mimir) holds several clusters.",
         _label_matchers,
     ),
+    Setting(
+        "GPU_COST_CATCH_UP_HOURS", "catch_up_hours", 24, "`24`",
+        "How far back the gap catch-up sensor looks for missing minutes: filled by one range "
+        "run where the source sees the past, reported as gaps with the `kubernetes` source.",
+        _integer(minimum=1),
+    ),
 )  # fmt: skip
 
 
@@ -294,6 +300,7 @@ class Settings:
     prometheus_password: str | None
     prometheus_password_file: str | None
     prometheus_selector: str
+    catch_up_hours: int
 
     def first_partition(self, now: datetime | None = None) -> str:
         """The configured first partition, else the 1st of the previous month (UTC)."""

@@ -45,6 +45,7 @@ NON_DEFAULT = {
     "GPU_COST_PROMETHEUS_PASSWORD": "pw-s3cret",
     "GPU_COST_PROMETHEUS_PASSWORD_FILE": "/var/run/secrets/prometheus/password",
     "GPU_COST_PROMETHEUS_SELECTOR": 'cluster="prod-us-east-1"',
+    "GPU_COST_CATCH_UP_HOURS": "72",
 }
 
 INVALID = [

@@ -81,9 +81,8 @@ def test_with_the_live_source_gaps_are_reported_not_filled(database_url: str):
     sensor = build_catch_up_sensor(hours=1)
     live = resources(database_url, source="kubernetes")
     defs = dg.Definitions(assets=ASSETS, jobs=[gpu_cost_job], sensors=[sensor], resources=live)
-    with dg.instance_for_test() as instance:
-        with sensor_context(instance, defs) as context:
-            result = defs.resolve_sensor_def(sensor.name).evaluate_tick(context)
+    with dg.instance_for_test() as instance, sensor_context(instance, defs) as context:
+        result = defs.resolve_sensor_def(sensor.name).evaluate_tick(context)
     assert not result.run_requests
     message = result.skip_message or ""
     assert message.startswith("gap: ") and "missing minutes of gpu_cost" in message

@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export GPU_COST_DATA_DIR ?= $(CURDIR)/.data
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster
 
-.PHONY: setup run dev test bench lint format stop clean
+.PHONY: setup run dev test bench lint format stop clean prometheus
 
 setup: $(STAMP)
 
@@ -41,10 +41,18 @@ dev: setup $(DAGSTER_HOME)/dagster.yaml
 	trap '$(BIN)/gpu-autoscaler db stop' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: setup
+# Debian's Prometheus (server and promtool): the tests start a real one on 127.0.0.1 over
+# history they import. Installed once, when promtool is missing (CI runs as root).
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+
+test: setup prometheus
 	$(BIN)/pytest
 
-bench: setup
+bench: setup prometheus
 	$(BIN)/python bench/run.py
 
 lint: setup

@@ -115,9 +115,8 @@ def _rows_by_asset(result: dg.ExecuteInProcessResult) -> dict[str, int]:
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
         name = materialization.asset_key.to_user_string()
-        # A range run repeats the same metadata for every partition: take it once.
-        if name not in rows and "rows" in materialization.metadata:
-            rows[name] = int(materialization.metadata["rows"].value)  # type: ignore[arg-type]
+        if "rows" in materialization.metadata:  # each partition's own rows
+            rows[name] = rows.get(name, 0) + int(materialization.metadata["rows"].value)  # type: ignore[arg-type]
     return rows
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,6 +105,25 @@ def _database_url(raw: str) -> str:
     return raw
 
 
+def _http_url(raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Invalid("expected an http:// or https:// URL such as http://prometheus:9090")
+    return raw.strip()
+
+
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(\\.|[^"\\])*"\s*'
+_MATCHERS = re.compile(f"^{_MATCHER}(,{_MATCHER})*$")
+
+
+def _label_matchers(raw: str) -> str:
+    if not _MATCHERS.match(raw):
+        raise _Invalid('expected PromQL label matchers such as cluster="prod",env=~"p.*"')
+    return raw.strip()
+
+
 @dataclass(frozen=True)
 class Setting:
     """One environment variable: its documented default, meaning, and how it is read."""
@@ -129,8 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "GPU_COST_SOURCE", "source", "simulated", "`simulated`",
-        "`simulated` or `kubernetes` (live API: serves the minute just closed only).",
-        _choice("simulated", "kubernetes"),
+        "`simulated`, `kubernetes` (live API: serves the minute just closed only) or "
+        "`prometheus` (kube-state-metrics and DCGM history: backfills, utilization, seconds).",
+        _choice("simulated", "kubernetes", "prometheus"),
     ),
     Setting(
         "GPU_COST_CLUSTER", "cluster", "default", "`default`",
@@ -205,6 +226,48 @@ SETTINGS: tuple[Setting, ...] = (
         "Dagster instance (run history) used by `make run`, `make dev` and "
         "`gpu-autoscaler materialize`; its `dagster.yaml` may use PostgreSQL storage.",
     ),
+    Setting(
+        "GPU_COST_PROMETHEUS_URL", "prometheus_url", None, "(empty)",
+        "Base URL of the Prometheus that scrapes kube-state-metrics and the DCGM exporter, e.g. "
+        "`http://prometheus.monitoring:9090`; required by the `prometheus` source. Treated "
+        "as a secret (it may carry credentials).",
+        _http_url, secret=True,
+    ),
+    Setting(
+        "GPU_COST_PROMETHEUS_BEARER_TOKEN", "prometheus_bearer_token", None, "(empty)",
+        "Bearer token for Prometheus (e.g. from a Secret). Never logged.",
+        secret=True,
+    ),
+    Setting(
+        "GPU_COST_PROMETHEUS_BEARER_TOKEN_FILE", "prometheus_bearer_token_file", None, "(empty)",
+        "File holding the bearer token (a mounted Secret or service-account token); re-read "
+        "for every window, so rotation needs no restart.",
+    ),
+    Setting(
+        "GPU_COST_PROMETHEUS_USERNAME", "prometheus_username", None, "(empty)",
+        "Basic auth user for Prometheus.",
+    ),
+    Setting(
+        "GPU_COST_PROMETHEUS_PASSWORD", "prometheus_password", None, "(empty)",
+        "Basic auth password (e.g. from a Secret). Never logged.",
+        secret=True,
+    ),
+    Setting(
+        "GPU_COST_PROMETHEUS_PASSWORD_FILE", "prometheus_password_file", None, "(empty)",
+        "File holding the basic auth password (a mounted Secret).",
+    ),
+    Setting(
+        "GPU_COST_PROMETHEUS_SELECTOR", "prometheus_selector", "", "(empty)",
+        'Label matchers added to every query, e.g. `cluster="prod-us-east-1"` when one '
+        "Prometheus (Thanos, Mimir) holds several clusters.",
+        _label_matchers,
+    ),
+    Setting(
+        "GPU_COST_CATCH_UP_HOURS", "catch_up_hours", 24, "`24`",
+        "How far back the gap catch-up sensor looks for missing minutes: filled by one range "
+        "run where the source sees the past, reported as gaps with the `kubernetes` source.",
+        _integer(minimum=1),
+    ),
 )  # fmt: skip
 
 
@@ -230,6 +293,14 @@ class Settings:
     retention_days: int
     rollup_retention_days: int
     dagster_home: str | None
+    prometheus_url: str | None
+    prometheus_bearer_token: str | None
+    prometheus_bearer_token_file: str | None
+    prometheus_username: str | None
+    prometheus_password: str | None
+    prometheus_password_file: str | None
+    prometheus_selector: str
+    catch_up_hours: int
 
     def first_partition(self, now: datetime | None = None) -> str:
         """The configured first partition, else the 1st of the previous month (UTC)."""
@@ -268,6 +339,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[setting.attribute] = setting.parse(raw)
         except _Invalid as invalid:
             problems.append(f"{_describe(setting, raw)} is not valid: {invalid}")
+    if values.get("source") == "prometheus" and not values.get("prometheus_url"):
+        problems.append(
+            "GPU_COST_PROMETHEUS_URL is not set: GPU_COST_SOURCE=prometheus reads history from "
+            "that Prometheus (e.g. http://prometheus.monitoring:9090)"
+        )
     if problems:
         raise SettingsError("; ".join(problems))
     return Settings(**values)

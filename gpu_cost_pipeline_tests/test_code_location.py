@@ -77,7 +77,7 @@ def test_all_variables_at_once_load(tmp_path: Path):
     [
         (
             {"GPU_COST_SOURCE": "kubernets"},
-            "GPU_COST_SOURCE='kubernets' is not valid: expected one of simulated, kubernetes",
+            "GPU_COST_SOURCE='kubernets' is not valid: expected one of simulated, kubernetes, prometheus",
         ),
         (
             {"GPU_COST_CHUNK_MINUTES": "abc"},

@@ -38,10 +38,18 @@ NON_DEFAULT = {
     "GPU_COST_RETENTION_DAYS": "30",
     "GPU_COST_ROLLUP_RETENTION_DAYS": "365",
     "DAGSTER_HOME": "/tmp/dagster-home",
+    "GPU_COST_PROMETHEUS_URL": "http://prometheus.monitoring:9090",
+    "GPU_COST_PROMETHEUS_BEARER_TOKEN": "t0ken-s3cret",
+    "GPU_COST_PROMETHEUS_BEARER_TOKEN_FILE": "/var/run/secrets/prometheus/token",
+    "GPU_COST_PROMETHEUS_USERNAME": "costs",
+    "GPU_COST_PROMETHEUS_PASSWORD": "pw-s3cret",
+    "GPU_COST_PROMETHEUS_PASSWORD_FILE": "/var/run/secrets/prometheus/password",
+    "GPU_COST_PROMETHEUS_SELECTOR": 'cluster="prod-us-east-1"',
+    "GPU_COST_CATCH_UP_HOURS": "72",
 }
 
 INVALID = [
-    ("GPU_COST_SOURCE", "kubernets", "expected one of simulated, kubernetes"),
+    ("GPU_COST_SOURCE", "kubernets", "expected one of simulated, kubernetes, prometheus"),
     ("GPU_COST_CHUNK_MINUTES", "abc", "expected an integer ≥ 1"),
     ("GPU_COST_CHUNK_MINUTES", "0", "expected an integer ≥ 1"),
     ("GPU_COST_MIG_CONVENTION", "7", "expected one of compute, memory"),
@@ -52,6 +60,7 @@ INVALID = [
     ("GPU_COST_KUBE_IN_CLUSTER", "maybe", "expected true, false or auto"),
     ("GPU_COST_PARTITION_START", "2026-11-01", "expected a UTC minute as YYYY-MM-DD-HH:MM"),
     ("GPU_COST_RETENTION_DAYS", "-5", "expected an integer ≥ 1"),
+    ("GPU_COST_PROMETHEUS_SELECTOR", "cluster=prod", "expected PromQL label matchers"),
 ]
 
 
@@ -127,3 +136,13 @@ def test_the_readme_shows_the_settings_table():
     )
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
     assert documented == {s.variable for s in SETTINGS}
+
+
+def test_the_prometheus_source_needs_a_url_and_never_shows_it():
+    with pytest.raises(SettingsError, match="GPU_COST_PROMETHEUS_URL is not set"):
+        load_settings({"GPU_COST_SOURCE": "prometheus"})
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"GPU_COST_PROMETHEUS_URL": "prometheus:9090?token=s3cret"})
+    message = str(raised.value)
+    assert message.startswith("GPU_COST_PROMETHEUS_URL (value not shown) is not valid")
+    assert "s3cret" not in message

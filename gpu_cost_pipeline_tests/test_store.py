@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from gpu_cost_pipeline.store.cost_store import CostStore, StoreError, redact_url
-from gpu_cost_pipeline.store.schema import migrate
+from gpu_cost_pipeline.store.schema import _migration_files, migrate
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -52,7 +52,9 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
             "003_gpu_pods_seen_index",
             "004_price_lookup",
             "005_store_settings",
+            "030_utilization",
             "plain/002_hourly_rollup",
+            "plain/031_hourly_utilization",
         ]
         tables = {
             name
@@ -64,7 +66,7 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
     assert "gpu_cost_hourly" in tables
     assert migrate(lambda: psycopg.connect(store.database_url or "")) == "plain"  # no-op
     with psycopg.connect(store.database_url or "") as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (len(versions),)
 
 
 def run_concurrently(work, copies: int) -> list[Exception]:
@@ -91,7 +93,9 @@ def test_concurrent_processes_migrate_once(database_url: str):
 
     assert run_concurrently(run, 4) == []
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
+            len(_migration_files("plain")),
+        )
 
 
 def test_rewriting_a_window_replaces_it_and_touches_nothing_else(store: CostStore):
@@ -220,6 +224,30 @@ def test_concurrent_rewrites_of_one_window_never_double_count(store: CostStore):
 
     assert run_concurrently(rewrite, 2) == []
     assert count(store, "gpu_node_usage") == 10
+
+
+def test_windows_of_different_days_are_written_at_the_same_time(store: CostStore):
+    """The locks are per day: two day-runs of a backfill hold their transactions open at once
+    (each waits inside for the other), which a lock per table would deadlock into a timeout."""
+    both_inside = threading.Barrier(2, timeout=10)
+
+    def write(day: int) -> None:
+        start = T0 + timedelta(days=day)
+        with store.write_window("c1", start, start + timedelta(minutes=10)) as writer:
+            writer.replace("gpu_node_usage", node_rows(start, 10))
+            both_inside.wait()
+
+    days = iter((1, 2))
+    assert run_concurrently(lambda: write(next(days)), 2) == []
+    assert count(store, "gpu_node_usage") == 20
+
+
+def test_window_days_lists_every_utc_day_touched():
+    from gpu_cost_pipeline.store.cost_store import window_days
+
+    start = datetime(2026, 11, 19, 23, 0, tzinfo=UTC)
+    assert window_days(start, start + timedelta(hours=1)) == ["2026-11-19"]
+    assert window_days(start, start + timedelta(hours=2)) == ["2026-11-19", "2026-11-20"]
 
 
 def test_the_price_in_effect_is_found_however_old_and_points_inside_count(store: CostStore):

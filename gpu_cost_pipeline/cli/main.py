@@ -39,13 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     cost_parser.set_defaults(run=cost.run)
 
     materialize = commands.add_parser(
-        "materialize", help="Materialize the cost assets for the most recent minutes, as one run."
+        "materialize",
+        help="Materialize the cost assets for recent minutes or a period: one run per day of "
+        "minutes at most, with progress.",
     )
     materialize.add_argument(
         "--last",
         default="60m",
         type=cost.parse_duration,
-        help=f"Minutes to materialize, {DURATION_HELP}.",
+        help=f"The most recent minutes, {DURATION_HELP} (default 60m).",
+    )
+    materialize.add_argument(
+        "--from",
+        dest="start",
+        type=pipeline.parse_utc_minute,
+        help="Start of a period (UTC, e.g. 2026-11-01 or '2026-11-01 06:30'); with --to.",
+    )
+    materialize.add_argument(
+        "--to",
+        dest="end",
+        type=pipeline.parse_utc_minute,
+        help="End of the period, exclusive (UTC); with --from.",
     )
     materialize.set_defaults(run=pipeline.run_materialize)
 

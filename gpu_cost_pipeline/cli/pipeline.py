@@ -5,67 +5,146 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from gpu_cost_pipeline.settings import load_settings
+from gpu_cost_pipeline.settings import PARTITION_FORMAT, load_settings
 from gpu_cost_pipeline.store.cost_store import CostStore
 from gpu_cost_pipeline.store.embedded import embedded_server_running, stop_embedded_server
 
 
-def recent_partition_ranges(minutes: int, per_run: int) -> list[tuple[str, str]]:
-    """The ``minutes`` minute partitions that closed most recently, as (first, last) key ranges
-    of at most ``per_run`` partitions each: one run per range, as the backfill policy does."""
+def _minute_bounds() -> tuple[datetime, datetime]:
+    """Start of the first and of the last closed minute partition."""
     from gpu_cost_pipeline.defs.partitions import minute_partitions
 
     last_key = minute_partitions.get_last_partition_key()
     first_key = minute_partitions.get_first_partition_key()
     if last_key is None or first_key is None:
         raise ValueError("no minute partition has closed yet (check GPU_COST_PARTITION_START)")
-    last_start = minute_partitions.time_window_for_partition_key(last_key).start
-    earliest = minute_partitions.time_window_for_partition_key(first_key).start
-    first_start = max(last_start - timedelta(minutes=minutes - 1), earliest)
+    return (
+        minute_partitions.time_window_for_partition_key(first_key).start,
+        minute_partitions.time_window_for_partition_key(last_key).start,
+    )
+
+
+def partition_ranges(first: datetime, last: datetime, per_run: int) -> list[tuple[str, str]]:
+    """Minute partitions [first, last] (partition starts) as (first, last) key ranges of at most
+    ``per_run`` partitions each: one run per range, as the backfill policy does."""
     ranges = []
-    range_start = first_start
-    while range_start <= last_start:
-        range_end = min(range_start + timedelta(minutes=per_run - 1), last_start)
+    range_start = first
+    while range_start <= last:
+        range_end = min(range_start + timedelta(minutes=per_run - 1), last)
         ranges.append(
-            (
-                minute_partitions.get_partition_key_for_timestamp(range_start.timestamp()),
-                minute_partitions.get_partition_key_for_timestamp(range_end.timestamp()),
-            )
+            (range_start.strftime(PARTITION_FORMAT), range_end.strftime(PARTITION_FORMAT))
         )
         range_start = range_end + timedelta(minutes=1)
     return ranges
 
 
+def recent_partition_ranges(minutes: int, per_run: int) -> list[tuple[str, str]]:
+    """The ``minutes`` minute partitions that closed most recently, as key ranges."""
+    earliest, last_start = _minute_bounds()
+    first_start = max(last_start - timedelta(minutes=minutes - 1), earliest)
+    return partition_ranges(first_start, last_start, per_run)
+
+
+def period_partition_ranges(start: datetime, end: datetime, per_run: int) -> list[tuple[str, str]]:
+    """The minute partitions of [start, end) as key ranges; a clear error when the period is
+    empty or reaches outside the partitions (before the first, or not closed yet)."""
+    earliest, latest = _minute_bounds()
+    if end <= start:
+        raise ValueError(f"--to {end:%Y-%m-%d %H:%M} is not after --from {start:%Y-%m-%d %H:%M}")
+    if start < earliest:
+        raise ValueError(
+            f"--from {start:%Y-%m-%d %H:%M} is before the first minute partition "
+            f"({earliest:%Y-%m-%d %H:%M} UTC, GPU_COST_PARTITION_START)"
+        )
+    last_start = end - timedelta(minutes=1)
+    if last_start > latest:
+        raise ValueError(
+            f"--to {end:%Y-%m-%d %H:%M} is after the last closed minute "
+            f"({latest + timedelta(minutes=1):%Y-%m-%d %H:%M} UTC)"
+        )
+    return partition_ranges(start, last_start, per_run)
+
+
+def parse_utc_minute(text: str) -> datetime:
+    """``YYYY-MM-DD``, ``YYYY-MM-DD HH:MM``, ``YYYY-MM-DDTHH:MM`` (UTC) to an aware minute."""
+    cleaned = text.strip().replace("T", " ").removesuffix("Z")
+    for fmt in ("%Y-%m-%d %H:%M", "%Y-%m-%d", PARTITION_FORMAT):
+        try:
+            return datetime.strptime(cleaned, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a UTC time such as 2026-11-01 or '2026-11-01 06:30'"
+    )
+
+
 def run_materialize(args: argparse.Namespace) -> int:
-    """In-process runs of gpu_cost_job over the most recent minutes, one per day of minutes at
-    most (as a backfill would), recorded in $DAGSTER_HOME when set (so `make dev` shows them),
-    else in a throwaway instance."""
+    """In-process runs of gpu_cost_job over a period, one per day of minutes at most (as a
+    backfill would), recorded in $DAGSTER_HOME when set (so `make dev` shows them), else in a
+    throwaway instance. Progress after each run: partitions done, minutes per second, time
+    left."""
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     from gpu_cost_pipeline.definitions import defs
     from gpu_cost_pipeline.defs.partitions import minute_backfill_policy
 
-    minutes = max(1, int(args.last.total_seconds() // 60))
-    per_run = minute_backfill_policy.max_partitions_per_run or minutes
-    ranges = recent_partition_ranges(minutes, per_run)
+    per_run = minute_backfill_policy.max_partitions_per_run or 1440
+    if args.start is not None or args.end is not None:
+        if args.start is None or args.end is None:
+            raise ValueError("--from and --to go together")
+        ranges = period_partition_ranges(args.start, args.end, per_run)
+    else:
+        ranges = recent_partition_ranges(max(1, int(args.last.total_seconds() // 60)), per_run)
     instance = (
         dg.DagsterInstance.get() if load_settings().dagster_home else dg.DagsterInstance.ephemeral()
     )
     job = defs.resolve_job_def("gpu_cost_job")
     runs = "one run" if len(ranges) == 1 else f"{len(ranges)} runs of at most {per_run} minutes"
     print(f"Materializing gpu_cost_job for {ranges[0][0]} … {ranges[-1][1]} (UTC) as {runs}")
+    progress = Progress(total=sum(_minutes_in(first, last) for first, last in ranges))
     with instance:
         for first, last in ranges:
             _run_range(job, instance, first, last)
+            progress.done(_minutes_in(first, last))
     return 0
+
+
+def _minutes_in(first: str, last: str) -> int:
+    start = datetime.strptime(first, PARTITION_FORMAT)
+    return int((datetime.strptime(last, PARTITION_FORMAT) - start).total_seconds() // 60) + 1
+
+
+class Progress:
+    """Partitions done of the total, minutes materialized per second, and time left."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.finished, self.started = total, 0, time.perf_counter()
+
+    def done(self, minutes: int) -> None:
+        self.finished += minutes
+        elapsed = time.perf_counter() - self.started
+        rate = self.finished / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.finished) / rate if rate > 0 else 0.0
+        print(
+            f"Progress: {self.finished}/{self.total} minute partitions "
+            f"({self.finished / self.total:.0%}), {rate:,.1f} minutes/s, "
+            f"{_duration(left)} left",
+            flush=True,
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _run_range(job, instance, first: str, last: str) -> None:
@@ -81,20 +160,22 @@ def _run_range(job, instance, first: str, last: str) -> None:
     elapsed = time.perf_counter() - started
     if not result.success:
         raise RuntimeError(f"run {result.run_id} for {first} … {last} failed: {_failure(result)}")
-    reported: set[str] = set()
+    # Each minute partition carries its own figures: the run's are their sums.
+    sums: dict[str, dict[str, float]] = {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
-        name = materialization.asset_key.to_user_string()
-        if name in reported:  # a range run repeats the same metadata for every partition
-            continue
-        reported.add(name)
-        figures = {
-            key: value.value
-            for key, value in materialization.metadata.items()
-            if key in ("rows", "price_keys", "estimated_keys", "total_cost_usd", "gpu_hours")
+        figures = sums.setdefault(materialization.asset_key.to_user_string(), {})
+        for key, value in materialization.metadata.items():
+            if key in ("rows", "total_cost_usd", "gpu_hours", "unused_cost_usd"):
+                figures[key] = figures.get(key, 0.0) + float(value.value)  # type: ignore[arg-type]
+    for name, figures in sums.items():
+        shown = {
+            k: (round(v, 2) if k.endswith(("_usd", "_hours")) else int(v))
+            for k, v in figures.items()
         }
-        print(f"  {name}: {figures}")
-    print(f"Run {result.run_id} ({first} … {last}) succeeded in {elapsed:.1f} s")
+        if shown:
+            print(f"  {name}: {shown}")
+    print(f"Run {result.run_id} ({first} … {last}) succeeded in {elapsed:.1f} s", flush=True)
 
 
 def _failure(result) -> str:

@@ -42,6 +42,7 @@ COST_COLUMNS = [
     "on_demand_cost_usd",
     "exclusive_cost_usd",
     "price_source",
+    "gpu_utilization",
 ]
 
 IDLE_UID_PREFIX = "idle:"
@@ -107,6 +108,8 @@ def cost_rows(
     pod_usage: pd.DataFrame, node_usage: pd.DataFrame, prices: pd.DataFrame
 ) -> pd.DataFrame:
     """Cost rows for a window from its pod usage, node usage and price points."""
+    if "gpu_utilization" not in pod_usage:
+        pod_usage = pod_usage.assign(gpu_utilization=np.nan)  # the source measured none
     pods = _attach_prices(pod_usage, prices)
     pods = pods.assign(is_idle=False)
     whole_gpus = np.where(
@@ -124,6 +127,7 @@ def cost_rows(
         cost_center="",
         is_idle=True,
         gpu_share=idle["idle_gpus"],
+        gpu_utilization=np.nan,  # no pod held these GPUs
     )
     idle = _attach_prices(idle, prices)
 

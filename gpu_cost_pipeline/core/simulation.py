@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from gpu_cost_pipeline.core.window_usage import ClusterObservation
+
 MASK64 = (1 << 64) - 1
 DUTY_CYCLE = 0.8  # rough share of slot time with a pod running, used to size the cluster
 NODE_CREATED = "2020-01-01T00:00:00Z"  # before any window anyone will ask for
@@ -179,17 +181,6 @@ class _Slot:
     workload: str
     epoch_seconds: int
     phase_seconds: int
-
-
-@dataclass(frozen=True)
-class ClusterObservation:
-    """Pods and nodes as the API returns them, plus each pod's observed running interval
-    (epoch seconds, clipped to the observed window)."""
-
-    nodes: list[dict]
-    pods: list[dict]
-    pod_start_s: np.ndarray
-    pod_end_s: np.ndarray
 
 
 def groups_for(gpu_pods: int) -> int:

@@ -6,8 +6,8 @@ row per pod per minute and one per node per minute, ready to store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -25,8 +25,41 @@ from gpu_cost_pipeline.core.usage import (
 
 # Node attributes every pod-minute carries: the price key of the GPUs it held.
 NODE_ATTRIBUTES = [c for c in NODE_COLUMNS if c not in ("node", "gpu_count", "sharing_mode")]
-POD_USAGE_COLUMNS = ["minute", "cluster", *POD_COLUMNS, *NODE_ATTRIBUTES, "seconds"]
-NODE_USAGE_COLUMNS = ["minute", "cluster", *NODE_COLUMNS, "seconds", "gpus_held", "idle_gpus"]
+POD_USAGE_COLUMNS = [
+    "minute",
+    "cluster",
+    *POD_COLUMNS,
+    *NODE_ATTRIBUTES,
+    "seconds",
+    "gpu_utilization",
+]
+NODE_USAGE_COLUMNS = [
+    "minute",
+    "cluster",
+    *NODE_COLUMNS,
+    "seconds",
+    "gpus_held",
+    "idle_gpus",
+    "gpu_utilization",
+]
+
+
+@dataclass(frozen=True)
+class ClusterObservation:
+    """What a source saw in a window: pods and nodes as the API returns them, each pod's running
+    interval (epoch seconds), and what only some sources know: when nodes left (by name; a node
+    not named runs through the window) and measured GPU utilization, 0–1, as frames of
+    (pod_uid, minute, gpu_utilization) and (node, minute, gpu_utilization). Utilization a source
+    does not measure stays unknown (null), never guessed."""
+
+    nodes: list[dict]
+    pods: list[dict]
+    pod_start_s: np.ndarray
+    pod_end_s: np.ndarray
+    node_end_s: Mapping[str, int] = field(default_factory=dict)
+    pod_utilization: pd.DataFrame | None = None
+    node_utilization: pd.DataFrame | None = None
+    issues: list[ParseIssue] = field(default_factory=list)
 
 
 @dataclass
@@ -44,6 +77,10 @@ def derive_window_usage(
     window_start: datetime,
     window_end: datetime,
     settings: UsageSettings,
+    *,
+    node_end_s: Mapping[str, int] | None = None,
+    pod_utilization: pd.DataFrame | None = None,
+    node_utilization: pd.DataFrame | None = None,
 ) -> WindowUsage:
     """Parse the objects once, then expand to minutes in one vectorized pass.
 
@@ -62,24 +99,29 @@ def derive_window_usage(
     # A node counts from its creation (a live listing may include one created after the
     # window); a pod cannot hold GPUs on a node before the node exists.
     node_start_s = np.maximum(parsed_nodes.created_s, window_start_s)
+    ends = node_end_s or {}
+    node_stop_s = np.array(
+        [min(ends.get(name, window_end_s), window_end_s) for name in node_frame["node"]],
+        dtype=np.int64,
+    )
     node_minutes = expand_to_minutes(
-        node_frame,
-        node_start_s,
-        np.full(len(node_frame), window_end_s, dtype=np.int64),
-        window_start,
-        window_end,
+        node_frame, node_start_s, node_stop_s, window_start, window_end
     )
     kept_index = np.asarray(kept, dtype=np.int64)
-    pod_node_start_s = pd.Series(node_start_s, index=node_frame["node"]).reindex(pod_frame["node"])
+    # A pod holds GPUs only while its node exists.
+    by_node = pd.DataFrame({"start": node_start_s, "stop": node_stop_s}, index=node_frame["node"])
+    pod_node = by_node.reindex(pod_frame["node"])
     pod_minutes = expand_to_minutes(
         pod_frame,
         np.maximum(
-            np.asarray(pod_start_s, dtype=np.int64)[kept_index], pod_node_start_s.to_numpy()
+            np.asarray(pod_start_s, dtype=np.int64)[kept_index], pod_node["start"].to_numpy()
         ),
-        np.asarray(pod_end_s, dtype=np.int64)[kept_index],
+        np.minimum(np.asarray(pod_end_s, dtype=np.int64)[kept_index], pod_node["stop"].to_numpy()),
         window_start,
         window_end,
     )
+    pod_minutes = _with_utilization(pod_minutes, pod_utilization, "pod_uid")
+    node_minutes = _with_utilization(node_minutes, node_utilization, "node")
     pod_minutes = pod_minutes.merge(node_frame[["node", *NODE_ATTRIBUTES]], on="node", how="left")
     held_seconds = (
         (pod_minutes["gpu_share"] * pod_minutes["seconds"])
@@ -123,6 +165,41 @@ def derive_window_usage(
         nodes=node_minutes[NODE_USAGE_COLUMNS],
         issues=issues,
     )
+
+
+def _with_utilization(
+    minutes: pd.DataFrame, utilization: pd.DataFrame | None, key: str
+) -> pd.DataFrame:
+    """Attach measured utilization by (key, minute); unknown stays NaN (stored as null)."""
+    if utilization is None or utilization.empty or minutes.empty:
+        return minutes.assign(gpu_utilization=np.nan)
+    on = [key, "minute"] if "minute" in utilization else [key]
+    measured = utilization.drop_duplicates(on)[[*on, "gpu_utilization"]]
+    if "minute" in on:
+        measured = measured.assign(minute=pd.to_datetime(measured["minute"], utc=True))
+        measured["minute"] = measured["minute"].astype(minutes["minute"].dtype)
+    merged = minutes.merge(measured, on=on, how="left")
+    merged["gpu_utilization"] = merged["gpu_utilization"].astype("float64").clip(0.0, 1.0)
+    return merged
+
+
+def derive_observed_usage(
+    seen: ClusterObservation, window_start: datetime, window_end: datetime, settings: UsageSettings
+) -> WindowUsage:
+    """derive_window_usage over everything a source observed, its own issues included."""
+    usage = derive_window_usage(
+        seen.nodes,
+        seen.pods,
+        seen.pod_start_s,
+        seen.pod_end_s,
+        window_start,
+        window_end,
+        settings,
+        node_end_s=seen.node_end_s,
+        pod_utilization=seen.pod_utilization,
+        node_utilization=seen.node_utilization,
+    )
+    return WindowUsage(pods=usage.pods, nodes=usage.nodes, issues=seen.issues + usage.issues)
 
 
 POD_ATTRIBUTE_COLUMNS = [

@@ -10,7 +10,8 @@ import dagster as dg
 from gpu_cost_pipeline.defs.pricing.resources import PriceCatalog
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.integrations.kubernetes import KubernetesResource
-from gpu_cost_pipeline.settings import Settings, load_settings
+from gpu_cost_pipeline.integrations.prometheus import PrometheusResource
+from gpu_cost_pipeline.settings import Settings, load_settings, variable_of
 from gpu_cost_pipeline.store.cost_store import CostStore
 
 
@@ -29,6 +30,24 @@ def usage_source_from_settings(settings: Settings) -> UsageSource:
             context=settings.kube_context,
             in_cluster=settings.kube_in_cluster,
         ),
+        prometheus=prometheus_from_settings(settings),
+    )
+
+
+def _secret(settings: Settings, attribute: str) -> dg.EnvVar | None:
+    """A set secret as an EnvVar (read by the resource at run time, never in run config)."""
+    return dg.EnvVar(variable_of(attribute)) if getattr(settings, attribute) else None
+
+
+def prometheus_from_settings(settings: Settings) -> PrometheusResource:
+    return PrometheusResource(
+        url=_secret(settings, "prometheus_url") or "",
+        bearer_token=_secret(settings, "prometheus_bearer_token"),
+        bearer_token_file=settings.prometheus_bearer_token_file,
+        username=settings.prometheus_username,
+        password=_secret(settings, "prometheus_password"),
+        password_file=settings.prometheus_password_file,
+        selector=settings.prometheus_selector,
     )
 
 

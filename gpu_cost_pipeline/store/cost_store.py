@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -267,6 +267,17 @@ def _type_name(conn: psycopg.Connection, oid: int) -> str:
     return _type_names[oid]
 
 
+def window_days(start: datetime, end: datetime) -> list[str]:
+    """The UTC days (YYYY-MM-DD) that [start, end) touches, in order."""
+    day = start.astimezone(UTC).date()
+    last = (end.astimezone(UTC) - timedelta(microseconds=1)).date()
+    days = []
+    while day <= last:
+        days.append(day.isoformat())
+        day += timedelta(days=1)
+    return days
+
+
 class WindowWriter:
     """Writes of one window, inside the transaction opened by ``CostStore.write_window``."""
 
@@ -281,17 +292,20 @@ class WindowWriter:
     def clear(self, table: str, time_column: str = "minute") -> int:
         """Delete the window's rows of ``table`` (once per table per window).
 
-        Writers of one cluster's table queue on a transaction lock first: two runs rewriting
+        Writers of one cluster's table queue on transaction locks first: two runs rewriting
         overlapping windows at once would otherwise both delete the old rows and both insert,
-        double-counting the overlap. Once it holds the lock, the window is exactly what this
-        transaction writes.
+        double-counting the overlap. The locks are per UTC day the window touches (taken in
+        order, so writers never deadlock): runs of different days, such as a backfill's
+        parallel day-runs and the live minute, write at the same time. Once it holds the locks,
+        the window is exactly what this transaction writes.
         """
         if table in self._cleared:
             return 0
-        self.conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"gpu_cost_pipeline:{self.cluster}:{table}",),
-        )
+        for day in window_days(self.start, self.end):
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"gpu_cost_pipeline:{self.cluster}:{table}:{day}",),
+            )
         cursor = self.conn.execute(
             sql.SQL("DELETE FROM {} WHERE cluster = %s AND {col} >= %s AND {col} < %s").format(
                 sql.Identifier(table), col=sql.Identifier(time_column)
@@ -359,15 +373,23 @@ class WindowWriter:
         )
         cursor = self.conn.execute(
             """
-            INSERT INTO gpu_cost_hourly
+            INSERT INTO gpu_cost_hourly (hour, cluster, namespace, team, project,
+                experiment_id, cost_center, gpu_model, capacity_type, is_idle, price_source,
+                node, gpu_hours, cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes,
+                measured_gpu_hours, used_gpu_hours, unused_cost_usd)
             SELECT date_trunc('hour', minute) AS hour, cluster, namespace, team, project,
                    experiment_id, cost_center, gpu_model, capacity_type, is_idle, price_source,
-                   sum(gpu_share * seconds) / 3600.0, sum(cost_usd), sum(on_demand_cost_usd),
-                   sum(exclusive_cost_usd), count(*)
+                   node, sum(gpu_share * seconds) / 3600.0, sum(cost_usd),
+                   sum(on_demand_cost_usd), sum(exclusive_cost_usd), count(*),
+                   sum(CASE WHEN gpu_utilization IS NOT NULL THEN gpu_share * seconds
+                            ELSE 0 END) / 3600.0,
+                   sum(coalesce(gpu_utilization, 0) * gpu_share * seconds) / 3600.0,
+                   sum(CASE WHEN is_idle THEN cost_usd
+                            ELSE coalesce(cost_usd * (1 - gpu_utilization), 0) END)
             FROM gpu_cost
             WHERE cluster = %s AND minute >= %s AND minute < %s
             GROUP BY 1, cluster, namespace, team, project, experiment_id, cost_center,
-                     gpu_model, capacity_type, is_idle, price_source
+                     gpu_model, capacity_type, is_idle, price_source, node
             """,
             params,
         )

@@ -119,7 +119,7 @@ def pod_minutes(
 ) -> pd.DataFrame:
     return read_frame(
         conn,
-        "SELECT minute, pod_uid, node, gpu_share, seconds FROM gpu_pod_usage"
+        "SELECT minute, pod_uid, node, gpu_share, seconds, gpu_utilization FROM gpu_pod_usage"
         " WHERE cluster = %s AND minute >= %s AND minute < %s",
         (cluster, start, end),
     )

@@ -6,8 +6,9 @@ import dagster as dg
 from gpu_cost_pipeline.core.costing import attach_attributes, cost_rows
 from gpu_cost_pipeline.core.windows import window_chunks
 from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_partitions
-from gpu_cost_pipeline.defs.reporting import COST_CHECKS, CostTotals
+from gpu_cost_pipeline.defs.reporting import COST_CHECKS, CostTotals, add_partition_metadata
 from gpu_cost_pipeline.defs.usage.source import UsageSource
+from gpu_cost_pipeline.settings import PARTITION_FORMAT
 from gpu_cost_pipeline.store import queries
 from gpu_cost_pipeline.store.cost_store import CostStore
 
@@ -47,7 +48,8 @@ def gpu_cost(
             # minute-disjoint, so the stored window is exactly these frames: check them here.
             totals.add(costs, nodes, prices)
         rollup_rows = writer.refresh_hourly_rollup()
-    return dg.MaterializeResult(
-        metadata={**totals.metadata(), "hourly_rollup_rows": rollup_rows},
-        check_results=totals.check_results(),
+    add_partition_metadata(
+        context, "gpu_cost", totals.partitions(context.partition_keys, PARTITION_FORMAT)
     )
+    context.log.info(f"hourly rollup: {rollup_rows} rows rewritten")
+    return dg.MaterializeResult(check_results=totals.check_results())

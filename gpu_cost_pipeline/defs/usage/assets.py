@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from gpu_cost_pipeline.core.window_usage import derive_window_usage, pod_attributes
+from gpu_cost_pipeline.core.window_usage import derive_observed_usage, pod_attributes
 from gpu_cost_pipeline.core.windows import window_chunks
 from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_partitions
-from gpu_cost_pipeline.defs.reporting import UsageTotals, log_issues
+from gpu_cost_pipeline.defs.reporting import UsageTotals, add_partition_metadata, log_issues
 from gpu_cost_pipeline.defs.usage.source import UsageSource
+from gpu_cost_pipeline.settings import PARTITION_FORMAT
 from gpu_cost_pipeline.store.cost_store import CostStore
 
 
@@ -37,14 +38,17 @@ def gpu_usage(context: dg.AssetExecutionContext, store: CostStore, usage_source:
     totals = UsageTotals()
     with store.write_window(settings.cluster, window.start, window.end) as writer:
         for start, end in window_chunks(window.start, window.end, usage_source.chunk_minutes):
-            seen = usage_source.observe(start, end)
-            usage = derive_window_usage(
-                seen.nodes, seen.pods, seen.pod_start_s, seen.pod_end_s, start, end, settings
-            )
+            usage = derive_observed_usage(usage_source.observe(start, end), start, end, settings)
             writer.replace("gpu_node_usage", usage.nodes)
             writer.replace("gpu_pod_usage", usage.pods)
             writer.upsert_pods(pod_attributes(usage.pods))
             totals.add(usage)
     log_issues(context.log, totals.issues)
-    yield dg.MaterializeResult(asset_key="gpu_node_usage", metadata=totals.node_metadata())
-    yield dg.MaterializeResult(asset_key="gpu_pod_usage", metadata=totals.pod_metadata())
+    keys = context.partition_keys
+    add_partition_metadata(
+        context, "gpu_node_usage", totals.node_partitions(keys, PARTITION_FORMAT)
+    )
+    add_partition_metadata(context, "gpu_pod_usage", totals.pod_partitions(keys, PARTITION_FORMAT))
+    problems = totals.problem_counts()
+    yield dg.MaterializeResult(asset_key="gpu_node_usage", metadata=problems["gpu_node_usage"])
+    yield dg.MaterializeResult(asset_key="gpu_pod_usage", metadata=problems["gpu_pod_usage"])

@@ -1,4 +1,5 @@
-"""Where usage comes from: the simulated cluster (default) or a live Kubernetes API."""
+"""Where usage comes from: the simulated cluster (default), a live Kubernetes API, or the
+history Prometheus keeps of kube-state-metrics and the DCGM exporter."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from gpu_cost_pipeline.core.kube_metrics import observe_from_metrics
 from gpu_cost_pipeline.core.sharing import MigConvention
-from gpu_cost_pipeline.core.simulation import ClusterObservation, SimulatedCluster
+from gpu_cost_pipeline.core.simulation import SimulatedCluster
 from gpu_cost_pipeline.core.usage import UsageSettings, parse_timestamp
+from gpu_cost_pipeline.core.window_usage import ClusterObservation
 from gpu_cost_pipeline.integrations.kubernetes import KubernetesResource
+from gpu_cost_pipeline.integrations.prometheus import PrometheusResource
 
 # How late a run may start and still count as observing "the minute just closed".
 LIVE_WINDOW_SLACK = timedelta(minutes=2)
@@ -31,7 +35,7 @@ def _simulated_cluster(gpu_pods: int, seed: int, region: str) -> SimulatedCluste
 class UsageSource(dg.ConfigurableResource):
     """Observes the cluster's GPU pods and nodes for a window."""
 
-    source: Literal["simulated", "kubernetes"] = Field(default="simulated")
+    source: Literal["simulated", "kubernetes", "prometheus"] = Field(default="simulated")
     cluster: str = Field(default="default", description="Name stored with every row.")
     default_provider: str = Field(default="aws", description="Provider for nodes that name none.")
     default_region: str = Field(default="us-east-1", description="Region for nodes without one.")
@@ -43,6 +47,7 @@ class UsageSource(dg.ConfigurableResource):
         default=240, description="Minutes processed per chunk: bounds memory on long windows."
     )
     kubernetes: KubernetesResource = Field(default_factory=KubernetesResource)
+    prometheus: PrometheusResource = Field(default_factory=PrometheusResource)
 
     def settings(self) -> UsageSettings:
         return UsageSettings(
@@ -60,7 +65,15 @@ class UsageSource(dg.ConfigurableResource):
                 self.simulated_gpu_pods, self.simulated_seed, self.default_region
             )
             return cluster.observe(window_start, window_end)
+        if self.source == "prometheus":
+            metrics = self.prometheus.read_window(window_start, window_end)
+            return observe_from_metrics(metrics, window_start, window_end)
         return self._observe_live(window_start, window_end, now or datetime.now(UTC))
+
+    @property
+    def sees_the_past(self) -> bool:
+        """Whether this source can serve windows that closed a while ago."""
+        return self.source != "kubernetes"
 
     def _observe_live(
         self, window_start: datetime, window_end: datetime, now: datetime

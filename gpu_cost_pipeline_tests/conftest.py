@@ -53,3 +53,15 @@ def database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def store(database_url: str) -> CostStore:
     return CostStore(database_url=database_url)
+
+
+@pytest.fixture(autouse=True)
+def _forget_entered_dagster_instances() -> Iterator[None]:
+    """Dagster 1.13 keeps an instance's definitions-state storage in a context variable while
+    the instance is entered, and loses the reset when one instance is entered twice (e.g.
+    ``materialize(instance=...)`` inside ``instance_for_test()``). A later test that loads
+    Definitions would then read a deleted instance's database; clear it after every test."""
+    yield
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)

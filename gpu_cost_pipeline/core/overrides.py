@@ -156,11 +156,8 @@ def parse_overrides_file(text: str, name: str) -> list[dict]:
         if not isinstance(entry, Mapping):
             raise OverrideError(f"{where}: expected a mapping of fields")
         overrides.append(make_override(entry, where))
-    keys = [
-        tuple(o[c] for c in ("provider", "region", "zone", "instance_type", "gpu_model"))
-        + (o["capacity_type"], o["effective_from"])
-        for o in overrides
-    ]
+    identity = ("provider", "region", "zone", "instance_type", "gpu_model", "capacity_type")
+    keys = [(*(o[c] for c in identity), o["effective_from"]) for o in overrides]
     if len(set(keys)) != len(keys):
         raise OverrideError(f"{name}: two overrides for the same key and effective_from")
     return overrides

@@ -240,7 +240,7 @@ class AwsPrices(dg.ConfigurableResource):
         from botocore.config import Config
 
         config = Config(
-            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             connect_timeout=min(10, self.timeout_seconds),
             read_timeout=self.timeout_seconds,
         )

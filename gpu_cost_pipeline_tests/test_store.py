@@ -254,7 +254,8 @@ def test_the_price_in_effect_is_found_however_old_and_points_inside_count(store:
 
 
 def test_price_overrides_match_wildcards_and_the_most_specific_wins(store: CostStore):
-    from gpu_cost_pipeline.store import queries
+    from gpu_cost_pipeline.core.pricing import BOOK_MATCH_COLUMNS, EstimateSettings, resolve_window
+    from gpu_cost_pipeline.store import price_book
 
     with store.write_window("c1", T0, T0 + timedelta(minutes=10)) as writer:
         writer.replace("gpu_node_usage", node_rows(T0, 10).assign(zone="us-east-1a"))
@@ -274,10 +275,16 @@ def test_price_overrides_match_wildcards_and_the_most_specific_wins(store: CostS
                 (zone, instance, price, T0 - timedelta(days=days)),
             )
     with store.connection() as conn:
-        offered = queries.price_reuse_candidates(
-            conn, "c1", T0, T0 + timedelta(minutes=10), T0, timedelta(hours=1)
-        )
-    assert offered["source"].tolist() == ["override"]
-    assert offered.loc[0, "price_per_gpu_hour"] == 1.50
-    assert offered.loc[0, "zone"] == "us-east-1a"  # the usage's key, ready to merge
-    assert pd.isna(offered.loc[0, "on_demand_price_per_gpu_hour"])
+        offered = price_book.window_overrides(conn, "c1", T0, T0 + timedelta(minutes=10))
+    resolved = resolve_window(
+        node_rows(T0, 1).assign(zone="us-east-1a"),
+        T0,
+        T0 + timedelta(minutes=10),
+        pd.DataFrame(columns=BOOK_MATCH_COLUMNS),
+        offered,
+        EstimateSettings(),
+    ).prices
+    assert resolved["source"].tolist() == ["override"]
+    assert resolved.loc[0, "price_per_gpu_hour"] == 1.50
+    assert resolved.loc[0, "zone"] == "us-east-1a"  # the usage's key
+    assert set(offered["zone"]) == {"us-east-1a"}  # rows come keyed by the usage's key

@@ -156,6 +156,15 @@ def on_demand_variants(keys: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+_TIME = "datetime64[us, UTC]"
+
+
+def _times(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One datetime dtype for every time column, so frames from the store, from tests and from
+    computed events merge on equal terms (empty frames included)."""
+    return frame.assign(**{c: pd.to_datetime(frame[c], utc=True).astype(_TIME) for c in columns})
+
+
 def _key_ids(frame: pd.DataFrame, index: pd.MultiIndex) -> np.ndarray:
     return index.get_indexer(pd.MultiIndex.from_frame(frame[PRICE_KEY]))
 
@@ -164,7 +173,7 @@ def _book_series(book: pd.DataFrame, ids: np.ndarray, ttl: timedelta) -> pd.Data
     """Per key, the points of its most specific book series, with how long each stays current:
     until the next point (the book knows the price up to then), else until the last fetch that
     confirmed it plus the TTL."""
-    book = book.assign(key_id=ids)
+    book = book.assign(key_id=np.asarray(ids, dtype="int64"))
     book = book[book["key_id"] >= 0]
     book = book[book["level"] == book.groupby("key_id")["level"].transform("max")]
     book = book.sort_values(["key_id", "effective_at"], kind="stable").reset_index(drop=True)
@@ -236,14 +245,25 @@ def resolve_window(
     match the keys and their on-demand variants: for the book, per series the latest point at or
     before ``start``, every point inside the window and the first one after it.
     """
-    start_ts, end_ts = pd.Timestamp(start), pd.Timestamp(end)
+    start_ts = pd.Timestamp(start).tz_convert("UTC").as_unit("us")
+    end_ts = pd.Timestamp(end).tz_convert("UTC").as_unit("us")
     wanted = keys[PRICE_KEY].drop_duplicates(ignore_index=True)
     if wanted.empty:
         return ResolvedPrices(pd.DataFrame(columns=PRICE_COLUMNS), [])
     every = on_demand_variants(wanted)
     index = pd.MultiIndex.from_frame(every)
-    book = _book_series(book[BOOK_MATCH_COLUMNS], _key_ids(book, index), ttl)
-    overrides = overrides[OVERRIDE_MATCH_COLUMNS].assign(key_id=_key_ids(overrides, index))
+    book = _times(book[BOOK_MATCH_COLUMNS], ["effective_at", "confirmed_at"]).astype(
+        {"level": "int64", "price_per_gpu_hour": "float64"}
+    )
+    book = _book_series(book, _key_ids(book, index), ttl)
+    overrides = _times(overrides[OVERRIDE_MATCH_COLUMNS], ["effective_from"]).astype(
+        {
+            "level": "int64",
+            "price_per_gpu_hour": "float64",
+            "on_demand_price_per_gpu_hour": "float64",
+        }
+    )
+    overrides = overrides.assign(key_id=_key_ids(overrides, index))
     overrides = overrides[overrides["key_id"] >= 0]
     events = _events(len(every), start_ts, end_ts, book, overrides)
 

@@ -192,7 +192,7 @@ def _schedule(provider: str, asset) -> dg.ScheduleDefinition:
     def schedule(
         context: dg.ScheduleEvaluationContext, store: CostStore, usage_source: UsageSource
     ):
-        now = context.scheduled_execution_time or datetime.now(UTC)
+        now = datetime.now(UTC)
         if not book_targets(store, usage_source, provider, now):
             return dg.SkipReason(
                 f"no {provider} GPU nodes seen in the last week and GPU_COST_CLOUD_PROVIDER "

@@ -246,5 +246,5 @@ def test_the_bigquery_pricing_export_gives_the_accounts_own_prices(monkeypatch):
 
 
 def test_a_malformed_export_table_name_is_refused():
-    with pytest.raises(PriceApiError, match="project.dataset.table"):
+    with pytest.raises(PriceApiError, match=r"project\.dataset\.table"):
         GcpPrices(billing_export_table="pricing; DROP TABLE x").export_skus(PriceRows("gcp", "x"))

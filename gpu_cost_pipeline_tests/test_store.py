@@ -255,7 +255,7 @@ def test_the_price_in_effect_is_found_however_old_and_points_inside_count(store:
 
 def test_price_overrides_match_wildcards_and_the_most_specific_wins(store: CostStore):
     from gpu_cost_pipeline.core.pricing import BOOK_MATCH_COLUMNS, EstimateSettings, resolve_window
-    from gpu_cost_pipeline.store import price_book
+    from gpu_cost_pipeline.store import price_book, queries
 
     with store.write_window("c1", T0, T0 + timedelta(minutes=10)) as writer:
         writer.replace("gpu_node_usage", node_rows(T0, 10).assign(zone="us-east-1a"))
@@ -275,7 +275,8 @@ def test_price_overrides_match_wildcards_and_the_most_specific_wins(store: CostS
                 (zone, instance, price, T0 - timedelta(days=days)),
             )
     with store.connection() as conn:
-        offered = price_book.window_overrides(conn, "c1", T0, T0 + timedelta(minutes=10))
+        keys = queries.price_keys(conn, "c1", T0, T0 + timedelta(minutes=10))
+        offered = price_book.window_overrides(conn, keys, T0 + timedelta(minutes=10))
     resolved = resolve_window(
         node_rows(T0, 1).assign(zone="us-east-1a"),
         T0,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gpu_cost_pipeline.core.price_book import BookFetch, PriceRows, finish_fetch
-from gpu_cost_pipeline.store import price_book
+from gpu_cost_pipeline.store import price_book, queries
 from gpu_cost_pipeline.store.cost_store import CostStore
 from gpu_cost_pipeline_tests.test_store import node_rows
 
@@ -74,7 +74,8 @@ def test_window_book_gives_the_points_around_and_inside_the_window(store: CostSt
         )
     with store.connection() as conn:
         price_book.write_fetch(conn, fetch_of([-3, -1, 0, 1, 2, 5]), T0, FETCHED)
-        found = price_book.window_book(conn, "c1", start, end)
+        keys = queries.price_keys(conn, "c1", start, end)
+        found = price_book.window_book(conn, keys, start, end)
     spot = found[found["capacity_type"] == "spot"].sort_values("effective_at")
     # latest at or before the start, inside the window, first after the end
     assert spot["effective_at"].tolist() == [T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2)]

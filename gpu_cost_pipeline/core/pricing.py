@@ -149,84 +149,201 @@ class ResolvedPrices:
 
 
 def on_demand_variants(keys: pd.DataFrame) -> pd.DataFrame:
-    """The keys plus the on-demand key of each (the baseline every cost row carries)."""
+    """The keys, and the on-demand key of each (the baseline every cost row carries)."""
     keys = keys[PRICE_KEY]
     return pd.concat([keys, keys.assign(capacity_type=CAPACITY_ON_DEMAND)]).drop_duplicates(
         ignore_index=True
     )
 
 
-_TIME = "datetime64[us, UTC]"
+# How specifically a book series matches a key: an empty zone, instance type or GPU model in
+# the series matches any; the more of them it names, the better (zone, then instance, then GPU).
+_SERIES_LEVELS = [(zone, instance, gpu) for zone in (1, 0) for instance in (1, 0) for gpu in (1, 0)]
 
 
-def _times(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """One datetime dtype for every time column, so frames from the store, from tests and from
-    computed events merge on equal terms (empty frames included)."""
-    return frame.assign(**{c: pd.to_datetime(frame[c], utc=True).astype(_TIME) for c in columns})
+PriceKey = tuple[str, str, str, str, str, str]  # the PRICE_KEY values, in order
 
 
-def _key_ids(frame: pd.DataFrame, index: pd.MultiIndex) -> np.ndarray:
-    return index.get_indexer(pd.MultiIndex.from_frame(frame[PRICE_KEY]))
+def key_tuples(keys: pd.DataFrame) -> list[PriceKey]:
+    """The distinct keys of a frame, then the on-demand key of each not among them."""
+    found = dict.fromkeys(zip(*(keys[c].tolist() for c in PRICE_KEY), strict=True))
+    for key in list(found):
+        found.setdefault((*key[:-1], CAPACITY_ON_DEMAND), None)
+    return list(found)  # type: ignore[arg-type]
 
 
-def _book_series(book: pd.DataFrame, ids: np.ndarray, ttl: timedelta) -> pd.DataFrame:
+def match_series(
+    keys: list[PriceKey], series: dict[PriceKey, int]
+) -> list[tuple[PriceKey, int, int]]:
+    """Per key the most specific series that applies to it: (key, series id, level), level =
+    4 × zone + 2 × instance type + GPU model named by the series."""
+    matched = []
+    for key in keys:
+        provider, region, zone, instance, gpu, capacity = key
+        for with_zone, with_instance, with_gpu in _SERIES_LEVELS:
+            found = series.get(
+                (
+                    provider,
+                    region,
+                    zone if with_zone else "",
+                    instance if with_instance else "",
+                    gpu if with_gpu else "",
+                    capacity,
+                )
+            )
+            if found is not None:
+                matched.append((key, found, 4 * with_zone + 2 * with_instance + with_gpu))
+                break
+    return matched
+
+
+def match_overrides(keys: list[PriceKey], overrides: list[tuple]) -> list[tuple]:
+    """(key..., level, effective_from, price, on-demand price) for every override that applies
+    to a key: provider, GPU model and capacity type equal; an empty region, zone or instance
+    type matches any. level = 4 × zone + 2 × instance type + region named (most specific wins).
+    ``overrides`` rows: PRICE_KEY values, effective_from, price, on-demand price."""
+    by_kind: dict[tuple, list[tuple]] = {}
+    for row in overrides:
+        by_kind.setdefault((row[0], row[4], row[5]), []).append(row)
+    matched = []
+    for key in keys:
+        provider, region, zone, instance, gpu, capacity = key
+        for o in by_kind.get((provider, gpu, capacity), ()):
+            if o[1] in ("", region) and o[2] in ("", zone) and o[3] in ("", instance):
+                level = 4 * (o[2] != "") + 2 * (o[3] != "") + (o[1] != "")
+                matched.append((*key, level, *o[6:]))
+    return matched
+
+
+class _KeyIds:
+    """Dense ids for a window's price keys (a dict lookup per row: keys are few) followed by
+    the on-demand key of each, the baseline every cost row carries. Every later step works on
+    these ids and on epoch seconds, never on the string columns."""
+
+    def __init__(self, keys: pd.DataFrame) -> None:
+        self.tuples = list(dict.fromkeys(self._tuples(keys)))
+        self.wanted = len(self.tuples)
+        self._ids = {key: i for i, key in enumerate(self.tuples)}
+        for key in self.tuples[: self.wanted]:
+            baseline = (*key[:-1], CAPACITY_ON_DEMAND)
+            if baseline not in self._ids:
+                self._ids[baseline] = len(self.tuples)
+                self.tuples.append(baseline)
+        self.baseline = np.array(
+            [self._ids[(*key[:-1], CAPACITY_ON_DEMAND)] for key in self.tuples], dtype=np.int64
+        )
+
+    @staticmethod
+    def _tuples(frame: pd.DataFrame):
+        return zip(*(frame[c].tolist() for c in PRICE_KEY), strict=True)
+
+    def of(self, frame: pd.DataFrame) -> np.ndarray:
+        found = (self._ids.get(key, -1) for key in self._tuples(frame))
+        return np.fromiter(found, dtype=np.int64, count=len(frame))
+
+
+def _seconds(values: pd.Series) -> np.ndarray:
+    """Epoch seconds of a datetime column, whatever its unit or time zone."""
+    if not isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = pd.to_datetime(values, utc=True)
+    return values.dt.tz_convert(None).to_numpy().astype("datetime64[s]").astype(np.int64)
+
+
+def _latest(
+    point_key: np.ndarray, point_t: np.ndarray, key: np.ndarray, t: np.ndarray
+) -> np.ndarray:
+    """For each (key, t), the index of the latest point of that key at or before t, or -1.
+    One searchsorted over (key, time) packed into an int64."""
+    if len(point_key) == 0:
+        return np.full(len(key), -1, dtype=np.int64)
+    base = min(point_t.min(), t.min()) if len(t) else point_t.min()
+    packed = (point_key << 33) | (point_t - base)
+    order = np.argsort(packed, kind="stable")
+    position = np.searchsorted(packed[order], (key << 33) | (t - base), side="right") - 1
+    index = order[np.maximum(position, 0)]
+    return np.where((position >= 0) & (point_key[index] == key), index, -1)
+
+
+def _take(values: np.ndarray, index: np.ndarray, missing: float) -> np.ndarray:
+    """values[index], with ``missing`` where index is -1 (also when values is empty)."""
+    if len(values) == 0:
+        return np.full(len(index), missing)
+    return np.where(index >= 0, values[np.maximum(index, 0)], missing)
+
+
+def _book_arrays(book: pd.DataFrame, ids: _KeyIds, ttl: timedelta) -> dict[str, np.ndarray]:
     """Per key, the points of its most specific book series, with how long each stays current:
     until the next point (the book knows the price up to then), else until the last fetch that
     confirmed it plus the TTL."""
-    book = book.assign(key_id=np.asarray(ids, dtype="int64"))
-    book = book[book["key_id"] >= 0]
-    book = book[book["level"] == book.groupby("key_id")["level"].transform("max")]
-    book = book.sort_values(["key_id", "effective_at"], kind="stable").reset_index(drop=True)
-    following = book.groupby("key_id")["effective_at"].shift(-1)
-    book["current_until"] = following.fillna(book["confirmed_at"] + pd.Timedelta(ttl))
-    return book
+    key = ids.of(book)
+    level = book["level"].to_numpy(dtype=np.int64)
+    best = np.full(len(ids.tuples), -1, dtype=np.int64)
+    np.maximum.at(best, key[key >= 0], level[key >= 0])
+    keep = (key >= 0) & (level == best[np.maximum(key, 0)])
+    key, effective = key[keep], _seconds(book["effective_at"])[keep]
+    confirmed = _seconds(book["confirmed_at"])[keep]
+    price = book["price_per_gpu_hour"].to_numpy(dtype=np.float64)[keep]
+    order = np.lexsort((effective, key))
+    key, effective, confirmed, price = key[order], effective[order], confirmed[order], price[order]
+    followed = np.append(key[1:] == key[:-1], False)
+    following = np.append(effective[1:], 0)
+    until = np.where(followed, following, confirmed + int(ttl.total_seconds()))
+    return {"key": key, "t": effective, "confirmed": confirmed, "price": price, "until": until}
 
 
-def _events(
-    key_count: int, start: pd.Timestamp, end: pd.Timestamp, book: pd.DataFrame, overrides
-) -> pd.DataFrame:
-    """(key_id, t) at which a key's price may change: the window start, then every book point,
-    book expiry and override start inside the window."""
-    parts = [pd.DataFrame({"key_id": np.arange(key_count), "t": start})]
-    for frame, column in (
-        (book, "effective_at"),
-        (book, "current_until"),
-        (overrides, "effective_from"),
+def _override_arrays(overrides: pd.DataFrame, ids: _KeyIds) -> dict[str, np.ndarray]:
+    key = ids.of(overrides)
+    keep = key >= 0
+    return {
+        "key": key[keep],
+        "level": overrides["level"].to_numpy(dtype=np.int64)[keep],
+        "t": _seconds(overrides["effective_from"])[keep],
+        "price": overrides["price_per_gpu_hour"].to_numpy(dtype=np.float64)[keep],
+        "on_demand": overrides["on_demand_price_per_gpu_hour"].to_numpy(dtype=np.float64)[keep],
+    }
+
+
+def _events(count: int, start: int, end: int, book: dict, overrides: dict) -> tuple:
+    """(key id, t) at which a key's price may change: the window start, then every book point,
+    book expiry and override start inside the window; sorted by key, then time."""
+    keys = [np.arange(count, dtype=np.int64)]
+    times = [np.full(count, start, dtype=np.int64)]
+    for source_key, moments in (
+        (book["key"], book["t"]),
+        (book["key"], book["until"]),
+        (overrides["key"], overrides["t"]),
     ):
-        inside = frame[(frame[column] > start) & (frame[column] < end)]
-        parts.append(pd.DataFrame({"key_id": inside["key_id"], "t": inside[column]}))
-    events = pd.concat(parts, ignore_index=True).drop_duplicates()
-    return events.sort_values(["t", "key_id"], kind="stable").reset_index(drop=True)
+        inside = (moments > start) & (moments < end)
+        keys.append(source_key[inside])
+        times.append(moments[inside])
+    key, t = np.concatenate(keys), np.concatenate(times)
+    packed = np.unique((key << 33) | (t - start))
+    return packed >> 33, (packed & ((1 << 33) - 1)) + start
 
 
-def _override_at(events: pd.DataFrame, overrides: pd.DataFrame) -> pd.DataFrame:
+def _overrides_at(overrides: dict, key: np.ndarray, t: np.ndarray) -> tuple:
     """The override in effect at each event: the most specific one, then the latest."""
-    if overrides.empty:
-        return events.iloc[:0].assign(o_price=0.0, o_on_demand=0.0)
-    joined = events.merge(overrides, on="key_id")
-    joined = joined[joined["effective_from"] <= joined["t"]]
-    joined = joined.sort_values(["level", "effective_from"], ascending=False, kind="stable")
-    chosen = joined.drop_duplicates(["key_id", "t"])
-    return chosen.rename(
-        columns={"price_per_gpu_hour": "o_price", "on_demand_price_per_gpu_hour": "o_on_demand"}
-    )[["key_id", "t", "o_price", "o_on_demand"]]
+    price = np.full(len(key), np.nan)
+    on_demand = np.full(len(key), np.nan)
+    for level in sorted(set(overrides["level"].tolist()), reverse=True):
+        at_level = overrides["level"] == level
+        index = _latest(overrides["key"][at_level], overrides["t"][at_level], key, t)
+        fill = (index >= 0) & np.isnan(price)
+        price[fill] = overrides["price"][at_level][index[fill]]
+        on_demand[fill] = overrides["on_demand"][at_level][index[fill]]
+    return price, on_demand
 
 
-def _book_at(events: pd.DataFrame, book: pd.DataFrame) -> pd.DataFrame:
-    """The book point in effect at each event: the latest at or before it."""
-    if book.empty:
-        no_time = pd.Series(pd.NaT, index=events.index, dtype=events["t"].dtype)
-        return events.assign(b_price=np.nan, b_current=False, b_confirmed=no_time)
-    points = book.rename(
-        columns={
-            "effective_at": "t",
-            "price_per_gpu_hour": "b_price",
-            "confirmed_at": "b_confirmed",
-        }
-    )[["key_id", "t", "b_price", "b_confirmed", "current_until"]].sort_values("t")
-    found = pd.merge_asof(events, points, on="t", by="key_id", direction="backward")
-    found["b_current"] = found["t"] < found["current_until"]
-    return found.drop(columns="current_until")
+def _estimates(ids: _KeyIds, needed: np.ndarray, settings: EstimateSettings) -> tuple:
+    """Estimated price and on-demand price per key id (NaN where not needed)."""
+    price = np.full(len(ids.tuples), np.nan)
+    on_demand = np.full(len(ids.tuples), np.nan)
+    for key_id in np.unique(needed).tolist():
+        provider, _, _, instance_type, gpu_model, capacity_type = ids.tuples[key_id]
+        base = estimate_on_demand_per_gpu(provider, instance_type, gpu_model, settings)
+        on_demand[key_id] = base
+        price[key_id] = base * capacity_price_ratio(provider, capacity_type, settings)
+    return price, on_demand
 
 
 def resolve_window(
@@ -245,111 +362,81 @@ def resolve_window(
     match the keys and their on-demand variants: for the book, per series the latest point at or
     before ``start``, every point inside the window and the first one after it.
     """
-    start_ts = pd.Timestamp(start).tz_convert("UTC").as_unit("us")
-    end_ts = pd.Timestamp(end).tz_convert("UTC").as_unit("us")
-    wanted = keys[PRICE_KEY].drop_duplicates(ignore_index=True)
-    if wanted.empty:
+    ids = _KeyIds(keys)
+    if ids.wanted == 0:
         return ResolvedPrices(pd.DataFrame(columns=PRICE_COLUMNS), [])
-    every = on_demand_variants(wanted)
-    index = pd.MultiIndex.from_frame(every)
-    book = _times(book[BOOK_MATCH_COLUMNS], ["effective_at", "confirmed_at"]).astype(
-        {"level": "int64", "price_per_gpu_hour": "float64"}
-    )
-    book = _book_series(book, _key_ids(book, index), ttl)
-    overrides = _times(overrides[OVERRIDE_MATCH_COLUMNS], ["effective_from"]).astype(
-        {
-            "level": "int64",
-            "price_per_gpu_hour": "float64",
-            "on_demand_price_per_gpu_hour": "float64",
-        }
-    )
-    overrides = overrides.assign(key_id=_key_ids(overrides, index))
-    overrides = overrides[overrides["key_id"] >= 0]
-    events = _events(len(every), start_ts, end_ts, book, overrides)
+    start_s, end_s = int(pd.Timestamp(start).timestamp()), int(pd.Timestamp(end).timestamp())
+    points = _book_arrays(book, ids, ttl)
+    chosen = _override_arrays(overrides, ids)
+    key, t = _events(len(ids.tuples), start_s, end_s, points, chosen)
 
-    resolved = _book_at(events, book).merge(
-        _override_at(events, overrides), on=["key_id", "t"], how="left"
-    )
-    estimated = estimate_prices(every, start, settings)
-    estimate_by_key = _key_ids(estimated, index)
-    estimate_price = np.empty(len(every))
-    estimate_price[estimate_by_key] = estimated["price_per_gpu_hour"].to_numpy()
-    estimate_on_demand = np.empty(len(every))
-    estimate_on_demand[estimate_by_key] = estimated["on_demand_price_per_gpu_hour"].to_numpy()
-
-    has_override = resolved["o_price"].notna().to_numpy()
-    has_book = resolved["b_price"].notna().to_numpy() & ~has_override
-    key_id = resolved["key_id"].to_numpy()
-    resolved["price"] = np.where(
-        has_override,
-        resolved["o_price"],
-        np.where(has_book, resolved["b_price"], estimate_price[key_id]),
-    )
-    resolved["source"] = np.select(
-        [has_override, has_book & resolved["b_current"].to_numpy(dtype=bool), has_book],
+    found = _latest(points["key"], points["t"], key, t)
+    override_price, override_on_demand = _overrides_at(chosen, key, t)
+    has_override = ~np.isnan(override_price)
+    has_book = (found >= 0) & ~has_override
+    current = has_book & (t < _take(points["until"], found, 0))
+    source = np.select(
+        [has_override, current, has_book],
         [SOURCE_OVERRIDE, SOURCE_API, SOURCE_CACHE],
         SOURCE_ESTIMATE,
     )
-    resolved["cache_age"] = (resolved["t"] - resolved["b_confirmed"]).where(
-        resolved["source"] == SOURCE_CACHE
-    )
+    book_price = _take(points["price"], found, np.nan)
+    price = np.where(has_override, override_price, book_price)
 
-    prices = _with_on_demand(resolved, every, estimate_on_demand)
-    prices = prices[_key_ids(prices, pd.MultiIndex.from_frame(wanted)) >= 0]
-    prices = _drop_repeats(prices)
-    estimated_keys = prices.loc[prices["source"] == SOURCE_ESTIMATE, PRICE_KEY].drop_duplicates()
-    warnings = []
-    if not estimated_keys.empty:
-        examples = ", ".join("/".join(map(str, k)) for k in estimated_keys.head(3).to_numpy())
-        warnings.append(
-            f"{len(estimated_keys)} price key(s) have no price-book or override price in "
-            f"this window and are priced by estimate, e.g. {examples}"
-        )
-    ages = prices["cache_age"].dropna()
+    # The baseline: the override's own, else the on-demand key's own price at that moment.
+    baseline_id = ids.baseline[key]
+    priced = ~np.isnan(price)
+    at = _latest(key[priced], t[priced], baseline_id, t)
+    on_demand = np.where(
+        np.isnan(override_on_demand),
+        _take(price[priced], at, np.nan),
+        override_on_demand,
+    )
+    estimate_price, estimate_on_demand = _estimates(
+        ids, np.concatenate([key[~priced], baseline_id[np.isnan(on_demand)]]), settings
+    )
+    price = np.where(priced, price, estimate_price[key])
+    on_demand = np.where(np.isnan(on_demand), estimate_on_demand[baseline_id], on_demand)
+    confirmed = _take(points["confirmed"], found, 0)
+    age = np.where(source == SOURCE_CACHE, t - confirmed, -1)
+
+    # Only the wanted keys, and of each only the points where something changes.
+    keep = key < ids.wanted
+    changed = np.ones(len(key), dtype=bool)
+    changed[1:] = (
+        (key[1:] != key[:-1])
+        | (price[1:] != price[:-1])
+        | (on_demand[1:] != on_demand[:-1])
+        | (source[1:] != source[:-1])
+    )
+    keep &= changed
+    chosen_keys = [ids.tuples[i] for i in key[keep].tolist()]
+    prices = pd.DataFrame(
+        {
+            **{c: [k[i] for k in chosen_keys] for i, c in enumerate(PRICE_KEY)},
+            "price_per_gpu_hour": price[keep],
+            "on_demand_price_per_gpu_hour": on_demand[keep],
+            "source": source[keep],
+            "effective_at": pd.to_datetime(t[keep], unit="s", utc=True),
+        },
+        columns=PRICE_COLUMNS,
+    )
+    oldest = int(age[keep].max()) if keep.any() else -1
     return ResolvedPrices(
-        prices=prices[PRICE_COLUMNS].reset_index(drop=True),
-        warnings=warnings,
-        cache_age_max=ages.max().to_pytimedelta() if not ages.empty else None,
+        prices=prices,
+        warnings=_estimate_warnings(prices),
+        cache_age_max=timedelta(seconds=oldest) if oldest >= 0 else None,
     )
 
 
-def _with_on_demand(
-    resolved: pd.DataFrame, every: pd.DataFrame, estimate_on_demand: np.ndarray
-) -> pd.DataFrame:
-    """Each point's on-demand baseline: the override's own, else the on-demand key's resolved
-    price at that moment, else the estimate's."""
-    index = pd.MultiIndex.from_frame(every)
-    baseline_id = _key_ids(every.assign(capacity_type=CAPACITY_ON_DEMAND), index)
-    frame = resolved.assign(baseline_id=baseline_id[resolved["key_id"].to_numpy()])
-    baseline = resolved[resolved["source"] != SOURCE_ESTIMATE][["key_id", "t", "price"]]
-    baseline = baseline.rename(columns={"key_id": "baseline_id", "price": "baseline_price"})
-    frame = pd.merge_asof(
-        frame.sort_values("t"),
-        baseline.sort_values("t"),
-        on="t",
-        by="baseline_id",
-        direction="backward",
-    )
-    on_demand = frame["o_on_demand"].where(frame["o_on_demand"].notna(), frame["baseline_price"])
-    frame["on_demand_price_per_gpu_hour"] = on_demand.where(
-        on_demand.notna(), estimate_on_demand[frame["baseline_id"].to_numpy()]
-    )
-    keys = every.iloc[frame["key_id"].to_numpy()].reset_index(drop=True)
-    return pd.concat(
-        [
-            keys,
-            frame[["price", "on_demand_price_per_gpu_hour", "source", "t", "cache_age"]]
-            .rename(columns={"price": "price_per_gpu_hour", "t": "effective_at"})
-            .reset_index(drop=True),
-        ],
-        axis=1,
-    )
-
-
-def _drop_repeats(prices: pd.DataFrame) -> pd.DataFrame:
-    """Keep a key's point only where its price, baseline or source changes (and at the start)."""
-    prices = prices.sort_values([*PRICE_KEY, "effective_at"], kind="stable")
-    values = ["price_per_gpu_hour", "on_demand_price_per_gpu_hour", "source"]
-    same_key = (prices[PRICE_KEY] == prices[PRICE_KEY].shift()).all(axis=1)
-    same_value = (prices[values] == prices[values].shift()).all(axis=1)
-    return prices[~(same_key & same_value)]
+def _estimate_warnings(prices: pd.DataFrame) -> list[str]:
+    if not (prices["source"].to_numpy() == SOURCE_ESTIMATE).any():
+        return []
+    estimated = prices.loc[prices["source"] == SOURCE_ESTIMATE, PRICE_KEY].drop_duplicates()
+    if estimated.empty:
+        return []
+    examples = ", ".join("/".join(map(str, k)) for k in estimated.head(3).to_numpy())
+    return [
+        f"{len(estimated)} price key(s) have no price-book or override price in this window "
+        f"and are priced by estimate, e.g. {examples}"
+    ]

@@ -6,11 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import psycopg
 
 from gpu_cost_pipeline.core.price_book import BOOK_COLUMNS, BookFetch
-from gpu_cost_pipeline.core.pricing import PRICE_KEY
+from gpu_cost_pipeline.core.pricing import (
+    BOOK_MATCH_COLUMNS,
+    OVERRIDE_MATCH_COLUMNS,
+    PRICE_KEY,
+    key_tuples,
+    match_overrides,
+    match_series,
+)
 from gpu_cost_pipeline.store.cost_store import copy_frame, read_frame
 
 _KEYS = ", ".join(PRICE_KEY)
@@ -165,80 +173,75 @@ def uncovered_keys(
 
 # --- gpu_prices: what a window needs ------------------------------------------------------------
 
-_WINDOW_KEYS = f"""
-    k AS (SELECT DISTINCT {_KEYS} FROM gpu_node_usage
-          WHERE cluster = %s AND minute >= %s AND minute < %s),
-    kk AS (SELECT {_KEYS} FROM k
-           UNION SELECT provider, region, zone, instance_type, gpu_model, 'on-demand' FROM k)"""
-
 
 def window_book(
-    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime
+    conn: psycopg.Connection, keys: pd.DataFrame, start: datetime, end: datetime
 ) -> pd.DataFrame:
-    """Book points for the window's price keys and their on-demand variants: per key its most
-    specific series with a point before ``end``, and of it the latest point at or before
-    ``start``, the points inside the window and the first one after it (BOOK_MATCH_COLUMNS)."""
-    key_columns = ", ".join(f"best.{c}" for c in PRICE_KEY)
-    point = "SELECT effective_at, confirmed_at, price_per_gpu_hour FROM price_book_points"
-    return read_frame(
-        conn,
+    """Book points for ``keys`` and their on-demand variants: per key its most specific series
+    with a point before ``end`` (matched in memory: the series table is small, and one index
+    probe per series beats a join evaluating every wildcard), and of that series the latest
+    point at or before ``start``, the points inside the window and the first one after it
+    (BOOK_MATCH_COLUMNS)."""
+    wanted = key_tuples(keys)
+    if not wanted:
+        return pd.DataFrame(columns=BOOK_MATCH_COLUMNS)
+    rows = conn.execute(
+        f"SELECT {_KEYS}, series_id FROM price_book_series"
+        " WHERE provider = ANY(%s) AND region = ANY(%s) AND first_effective_at < %s",
+        (sorted({k[0] for k in wanted}), sorted({k[1] for k in wanted}), end),
+    ).fetchall()
+    matched: dict[int, list[tuple]] = {}
+    for key, series_id, level in match_series(wanted, {row[:-1]: row[-1] for row in rows}):
+        matched.setdefault(series_id, []).append((*key, level))
+    if not matched:
+        return pd.DataFrame(columns=BOOK_MATCH_COLUMNS)
+    point = (
+        "SELECT extract(epoch FROM effective_at)::float8 AS effective_s,"
+        " extract(epoch FROM confirmed_at)::float8 AS confirmed_s, price_per_gpu_hour"
+        " FROM price_book_points"
+    )
+    points = conn.execute(
         f"""
-        WITH {_WINDOW_KEYS},
-        best AS (
-            SELECT DISTINCT ON ({", ".join(f"kk.{c}" for c in PRICE_KEY)})
-                   kk.*, s.series_id,
-                   (CASE WHEN s.zone <> '' THEN 4 ELSE 0 END
-                    + CASE WHEN s.instance_type <> '' THEN 2 ELSE 0 END
-                    + CASE WHEN s.gpu_model <> '' THEN 1 ELSE 0 END) AS level
-            FROM kk JOIN price_book_series AS s
-              ON s.provider = kk.provider AND s.region = kk.region
-             AND s.capacity_type = kk.capacity_type AND s.zone IN ('', kk.zone)
-             AND s.instance_type IN ('', kk.instance_type) AND s.gpu_model IN ('', kk.gpu_model)
-            WHERE s.first_effective_at < %s
-            ORDER BY {", ".join(f"kk.{c}" for c in PRICE_KEY)}, level DESC)
-        SELECT {key_columns}, best.level, p.effective_at, p.confirmed_at, p.price_per_gpu_hour
-        FROM best CROSS JOIN LATERAL (
-            ({point} WHERE series_id = best.series_id AND effective_at <= %s
+        SELECT s.series_id, p.* FROM unnest(%s::bigint[]) AS s(series_id) CROSS JOIN LATERAL (
+            ({point} WHERE series_id = s.series_id AND effective_at <= %s
              ORDER BY effective_at DESC LIMIT 1)
             UNION ALL
-            ({point} WHERE series_id = best.series_id AND effective_at > %s AND effective_at < %s)
+            ({point} WHERE series_id = s.series_id AND effective_at > %s AND effective_at < %s)
             UNION ALL
-            ({point} WHERE series_id = best.series_id AND effective_at >= %s
+            ({point} WHERE series_id = s.series_id AND effective_at >= %s
              ORDER BY effective_at LIMIT 1)
         ) AS p
         """,
-        (cluster, start, end, end, start, start, end, end),
+        (sorted(matched), start, start, end, end),
+    ).fetchall()
+    # Built column by column from epoch seconds: far cheaper than inferring datetime objects.
+    rows = [(*key, *point[1:]) for point in points for key in matched[point[0]]]
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 10
+    frame = {name: list(values) for name, values in zip(PRICE_KEY, columns, strict=False)}
+    return pd.DataFrame(
+        {
+            **frame,
+            "level": np.asarray(columns[6], dtype=np.int64),
+            "effective_at": pd.to_datetime(np.asarray(columns[7], dtype=float), unit="s", utc=True),
+            "confirmed_at": pd.to_datetime(np.asarray(columns[8], dtype=float), unit="s", utc=True),
+            "price_per_gpu_hour": np.asarray(columns[9], dtype=float),
+        },
+        columns=BOOK_MATCH_COLUMNS,
     )
 
 
-# An override matches a key when provider, GPU model and capacity type agree; an empty region,
-# zone or instance type matches any. More specific wins: zone, then instance type, then region.
-_OVERRIDE_MATCHES = """
-    o.provider = kk.provider AND o.gpu_model = kk.gpu_model AND o.capacity_type = kk.capacity_type
-    AND o.region IN ('', kk.region) AND o.zone IN ('', kk.zone)
-    AND o.instance_type IN ('', kk.instance_type)"""
-
-
-def window_overrides(
-    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime
-) -> pd.DataFrame:
-    """Overrides matching the window's price keys (and on-demand variants) that start before
-    ``end`` (OVERRIDE_MATCH_COLUMNS)."""
-    return read_frame(
-        conn,
-        f"""
-        WITH {_WINDOW_KEYS}
-        SELECT {", ".join(f"kk.{c}" for c in PRICE_KEY)},
-               (CASE WHEN o.zone <> '' THEN 4 ELSE 0 END
-                + CASE WHEN o.instance_type <> '' THEN 2 ELSE 0 END
-                + CASE WHEN o.region <> '' THEN 1 ELSE 0 END) AS level,
-               o.effective_from, o.price_per_gpu_hour,
-               coalesce(o.on_demand_price_per_gpu_hour, 'NaN') AS on_demand_price_per_gpu_hour
-        FROM kk JOIN price_overrides AS o ON {_OVERRIDE_MATCHES}
-        WHERE o.effective_from < %s
-        """,
-        (cluster, start, end, end),
-    )
+def window_overrides(conn: psycopg.Connection, keys: pd.DataFrame, end: datetime) -> pd.DataFrame:
+    """Overrides that start before ``end`` matching ``keys`` or their on-demand variants, one
+    row per (key, override) keyed by the key (OVERRIDE_MATCH_COLUMNS); matched in memory like
+    the book's series (the overrides table is small)."""
+    wanted = key_tuples(keys)
+    rows = conn.execute(
+        "SELECT provider, region, zone, instance_type, gpu_model, capacity_type, effective_from,"
+        " price_per_gpu_hour, coalesce(on_demand_price_per_gpu_hour, 'NaN')"
+        " FROM price_overrides WHERE provider = ANY(%s) AND effective_from < %s",
+        (sorted({k[0] for k in wanted}), end),
+    ).fetchall()
+    return pd.DataFrame(match_overrides(wanted, rows), columns=OVERRIDE_MATCH_COLUMNS)
 
 
 # --- the prices CLI -----------------------------------------------------------------------------

@@ -43,8 +43,8 @@ def gpu_prices(
             keys,
             window.start,
             window.end,
-            price_book.window_book(conn, cluster, window.start, window.end),
-            price_book.window_overrides(conn, cluster, window.start, window.end),
+            price_book.window_book(conn, keys, window.start, window.end),
+            price_book.window_overrides(conn, keys, window.end),
         )
         writer.replace("price_points", resolved.prices, time_column="effective_at")
     for warning in [problem, *resolved.warnings]:

@@ -171,7 +171,7 @@ def run_prices(args: argparse.Namespace) -> int:
     if listing.empty:
         print(
             "No price book yet: materialize aws_price_book / gcp_price_book / azure_price_book "
-            "(their schedules run hourly), or add overrides with `gpu-autoscaler prices override "
+            "(or turn on their hourly schedules), or add overrides with `gpu-autoscaler prices override "
             "set`. Until then every price is an estimate.",
             file=sys.stderr,
         )

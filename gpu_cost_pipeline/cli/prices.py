@@ -25,6 +25,15 @@ from gpu_cost_pipeline.store import price_book
 from gpu_cost_pipeline.store.cost_store import CostStore
 
 FORMATS = ["table", "json", "csv"]
+KEY_HEADERS = {
+    "provider": "Provider",
+    "region": "Region",
+    "zone": "Zone",
+    "instance_type": "Instance type",
+    "gpu_model": "GPU model",
+    "capacity_type": "Capacity",
+    "price_per_gpu_hour": "$/GPU-hour",
+}
 ORIGIN_CLI = "cli"
 
 
@@ -187,13 +196,7 @@ def run_prices(args: argparse.Namespace) -> int:
         f"Prices in effect at {now:%Y-%m-%d %H:%M} UTC (api: confirmed within "
         f"{settings.price_ttl_minutes} min; cache: older, still the newest known)",
         {
-            "provider": "Provider",
-            "region": "Region",
-            "zone": "Zone",
-            "instance_type": "Instance type",
-            "gpu_model": "GPU model",
-            "capacity_type": "Capacity",
-            "price_per_gpu_hour": "$/GPU-hour",
+            **KEY_HEADERS,
             "source": "Source",
             "feed": "From",
             "effective_since": "Effective since",
@@ -341,13 +344,7 @@ def run_override_list(args: argparse.Namespace) -> int:
         args.format,
         "Price overrides (an empty region, zone or instance type matches any)",
         {
-            "provider": "Provider",
-            "region": "Region",
-            "zone": "Zone",
-            "instance_type": "Instance type",
-            "gpu_model": "GPU model",
-            "capacity_type": "Capacity",
-            "price_per_gpu_hour": "$/GPU-hour",
+            **KEY_HEADERS,
             "price_per_instance_hour": "$/instance-hour",
             "effective_from": "From",
             "origin": "Set by",

@@ -62,6 +62,17 @@ class PriceRows:
         self.rows: list[dict] = []
         self.rejections: list[Rejection] = []
         self.skus_read = 0
+        self._empty_pages = 0
+
+    def page_read(self, number: int, field_name: str, empty_with_next: bool) -> bool:
+        """Note a page; an empty page that still links to a next one is rejected (counted).
+        Returns True when paging should stop: three such pages in a row (a loop, not data)."""
+        if not empty_with_next:
+            self._empty_pages = 0
+            return False
+        self.reject(f"page {number}", field_name, "empty page with a next-page link")
+        self._empty_pages += 1
+        return self._empty_pages >= 3
 
     def reject(self, sku: str, field_name: str, problem: str) -> None:
         self.rejections.append(Rejection(sku or "(no id)", field_name, problem))
@@ -117,6 +128,14 @@ def parse_price(text: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def parse_time(text: object, fallback: datetime | None) -> datetime | None:
+    """An API's ISO 8601 time ("2026-07-01T00:00:00Z"), else ``fallback``."""
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else fallback
+    except ValueError:
+        return fallback
 
 
 def gpus_of(instance_type: str, stated: object = None) -> tuple[str, int | None]:

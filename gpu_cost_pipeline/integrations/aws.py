@@ -22,6 +22,7 @@ from gpu_cost_pipeline.core.price_book import (
     finish_fetch,
     gpus_of,
     parse_price,
+    parse_time,
 )
 from gpu_cost_pipeline.core.pricing import CAPACITY_COMMITTED, CAPACITY_ON_DEMAND, CAPACITY_SPOT
 from gpu_cost_pipeline.integrations.http import PriceApiError
@@ -56,11 +57,7 @@ def pricing_endpoint_region(region: str) -> str:
 
 
 def _effective(term: Mapping, fallback: datetime) -> datetime:
-    text = term.get("effectiveDate")
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else fallback
-    except ValueError:
-        return fallback
+    return parse_time(term.get("effectiveDate"), fallback) or fallback
 
 
 def _dimensions(term: Mapping) -> list[tuple[str, Mapping]]:

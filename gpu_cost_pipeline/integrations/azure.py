@@ -22,6 +22,7 @@ from gpu_cost_pipeline.core.price_book import (
     finish_fetch,
     gpus_of,
     parse_price,
+    parse_time,
 )
 from gpu_cost_pipeline.core.pricing import CAPACITY_COMMITTED, CAPACITY_ON_DEMAND, CAPACITY_SPOT
 from gpu_cost_pipeline.integrations.http import JsonClient, PriceApiError
@@ -73,11 +74,32 @@ def retail_filter(region: str, skus: Iterable[str]) -> str:
     return f"serviceName eq 'Virtual Machines' and armRegionName eq '{region}' and ({names})"
 
 
-def _effective(text: object, fallback: datetime) -> datetime:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else fallback
-    except ValueError:
-        return fallback
+def _add(
+    rows: PriceRows,
+    sku: str,
+    region: str,
+    instance_type: str,
+    capacity: str,
+    price: float,
+    effective: object,
+    fallback: datetime,
+    price_field: str,
+    term: str = "",
+) -> None:
+    gpu_model, gpu_count = gpus_of(instance_type)
+    rows.add(
+        sku=sku,
+        region=region,
+        instance_type=instance_type,
+        gpu_model=gpu_model,
+        capacity_type=capacity,
+        price_per_gpu_hour=price / (gpu_count or 1),
+        price_per_instance_hour=price,
+        gpu_count=gpu_count,
+        effective_at=parse_time(effective, fallback) or fallback,
+        term=term,
+        price_field=price_field,
+    )
 
 
 def parse_retail_item(item: object, region: str, rows: PriceRows, fetched_at: datetime) -> None:
@@ -100,8 +122,7 @@ def parse_retail_item(item: object, region: str, rows: PriceRows, fetched_at: da
         rows.reject(sku, "currencyCode", f"{item.get('currencyCode')!r}, not USD")
         return
     instance_type = str(item.get("armSkuName") or "")
-    gpu_model, gpu_count = gpus_of(instance_type)
-    if not gpu_count:
+    if not gpus_of(instance_type)[1]:
         rows.reject(sku, "armSkuName", f"{instance_type!r} is not in the instance catalog")
         return
     price = parse_price(item.get("retailPrice"))
@@ -124,19 +145,8 @@ def parse_retail_item(item: object, region: str, rows: PriceRows, fetched_at: da
     else:
         rows.reject(sku, "type", f"{kind!r} is not a known price type")
         return
-    rows.add(
-        sku=sku,
-        region=region,
-        instance_type=instance_type,
-        gpu_model=gpu_model,
-        capacity_type=capacity,
-        price_per_gpu_hour=price / gpu_count,
-        price_per_instance_hour=price,
-        gpu_count=gpu_count,
-        effective_at=_effective(item.get("effectiveStartDate"), fetched_at),
-        term=term,
-        price_field="retailPrice",
-    )
+    _add(rows, sku, region, instance_type, capacity, price, item.get("effectiveStartDate"),
+         fetched_at, "retailPrice", term)  # fmt: skip
 
 
 def parse_ratecard_meter(
@@ -155,8 +165,7 @@ def parse_ratecard_meter(
         return
     spot = name.endswith(" Spot")
     instance_type = "Standard_" + name.removesuffix(" Spot").strip().replace(" ", "_")
-    gpu_model, gpu_count = gpus_of(instance_type)
-    if not gpu_count:
+    if not gpus_of(instance_type)[1]:
         return  # not a GPU size: RateCard lists every VM meter
     if meter.get("Unit") != "1 Hour":
         rows.reject(sku, "Unit", f"{meter.get('Unit')!r}, not '1 Hour'")
@@ -166,18 +175,9 @@ def parse_ratecard_meter(
     if price is None or price <= 0:
         rows.reject(sku, "MeterRates['0']", f"{rates.get('0')!r} is not a real price")
         return
-    rows.add(
-        sku=sku,
-        region=region,
-        instance_type=instance_type,
-        gpu_model=gpu_model,
-        capacity_type=CAPACITY_SPOT if spot else CAPACITY_ON_DEMAND,
-        price_per_gpu_hour=price / gpu_count,
-        price_per_instance_hour=price,
-        gpu_count=gpu_count,
-        effective_at=_effective(meter.get("EffectiveDate"), fetched_at),
-        price_field="MeterRates['0']",
-    )
+    capacity = CAPACITY_SPOT if spot else CAPACITY_ON_DEMAND
+    _add(rows, sku, region, instance_type, capacity, price, meter.get("EffectiveDate"),
+         fetched_at, "MeterRates['0']")  # fmt: skip
 
 
 def _with_skip(url: str, skip: int) -> str:
@@ -217,7 +217,7 @@ class AzurePrices(dg.ConfigurableResource):
     def _pages(
         self, client: JsonClient, url: str, region: str, rows: PriceRows, now: datetime
     ) -> None:
-        seen, empty_in_a_row = 0, 0
+        seen = 0
         for page_number in range(1, MAX_PAGES + 1):
             page = client.get(url, None, "Azure Retail Prices")
             if not isinstance(page, Mapping):
@@ -229,13 +229,8 @@ class AzurePrices(dg.ConfigurableResource):
                 parse_retail_item(item, region, rows, now)
             seen += len(items)
             next_link = str(page.get("NextPageLink") or "")
-            if not items and next_link:
-                rows.reject(f"page {page_number}", "Items", "empty page with a NextPageLink")
-                empty_in_a_row += 1
-                if empty_in_a_row >= 3:
-                    return
-            else:
-                empty_in_a_row = 0
+            if rows.page_read(page_number, "Items", not items and bool(next_link)):
+                return
             if not next_link and len(items) >= PAGE_SIZE:
                 next_link = _with_skip(url, seen)  # a full page and no link: page with $skip
             if not next_link:

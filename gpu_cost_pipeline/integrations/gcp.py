@@ -22,7 +22,13 @@ import dagster as dg
 from pydantic import Field
 
 from gpu_cost_pipeline.core.gpus import INSTANCE_TYPES, model_from_product
-from gpu_cost_pipeline.core.price_book import BookFetch, PriceRows, finish_fetch, parse_price
+from gpu_cost_pipeline.core.price_book import (
+    BookFetch,
+    PriceRows,
+    finish_fetch,
+    parse_price,
+    parse_time,
+)
 from gpu_cost_pipeline.core.pricing import CAPACITY_COMMITTED, CAPACITY_ON_DEMAND, CAPACITY_SPOT
 from gpu_cost_pipeline.integrations.http import JsonClient, PriceApiError
 
@@ -78,13 +84,6 @@ def gpu_model_of(description: str) -> str | None:
     return model_from_product("-".join(found[1].split())) if found else None
 
 
-def _effective(text: object) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
-    except ValueError:
-        return None
-
-
 def sku_from_catalog(raw: Mapping, rows: PriceRows) -> GcpSku | None:
     """One Catalog SKU object -> GcpSku, or a rejection naming the SKU and field."""
     sku_id = str(raw.get("skuId") or raw.get("name") or "")
@@ -126,7 +125,7 @@ def sku_from_catalog(raw: Mapping, rows: PriceRows) -> GcpSku | None:
         regions=tuple(regions) if isinstance(regions, list) else (),
         unit=str(expression.get("usageUnit") or ""),
         price=units + nanos / 1e9,
-        effective_at=_effective(infos[-1].get("effectiveTime")),
+        effective_at=parse_time(infos[-1].get("effectiveTime"), None),
     )
 
 
@@ -269,7 +268,7 @@ class GcpPrices(dg.ConfigurableResource):
         url = f"{self.catalog_url.rstrip('/')}/v1/services/{COMPUTE_ENGINE}/skus"
         params = {"currencyCode": "USD", "pageSize": 5000}
         skus: list[GcpSku] = []
-        token, empty_in_a_row = "", 0
+        token = ""
         for page_number in range(1, MAX_PAGES + 1):
             page = client.get(
                 url, {**params, **({"pageToken": token} if token else {})}, "GCP Cloud Billing"
@@ -278,13 +277,8 @@ class GcpPrices(dg.ConfigurableResource):
                 raise PriceApiError("GCP Cloud Billing: an answer that is not a JSON object")
             entries = page.get("skus") or []
             token = str(page.get("nextPageToken") or "")
-            if not entries and token:
-                rows.reject(f"page {page_number}", "skus", "empty page with a nextPageToken")
-                empty_in_a_row += 1
-                if empty_in_a_row >= 3:
-                    break
-            else:
-                empty_in_a_row = 0
+            if rows.page_read(page_number, "skus", not entries and bool(token)):
+                break
             rows.skus_read += len(entries)
             for raw in entries:
                 if not isinstance(raw, Mapping):

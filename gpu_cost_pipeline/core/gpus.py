@@ -230,7 +230,8 @@ _KARPENTER_GPU_NAMES = {
 
 # GPU Feature Discovery product names (NVML name, spaces -> '-'), matched by family pattern,
 # most specific first (GB200 before B200, L40S before L40, A10G before A10).
-_PRODUCT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+_PRODUCT_PATTERNS: list[tuple[re.Pattern[str], str | None]] = [
+    (re.compile(r"GH200"), None),  # Grace Hopper superchip: not an H200, not in the catalog
     (re.compile(r"GB300"), "GB300"),
     (re.compile(r"(^|-)B300($|-)"), "B300"),
     (re.compile(r"GB200"), "GB200"),

@@ -233,7 +233,7 @@ def window_book(
 def window_overrides(conn: psycopg.Connection, keys: pd.DataFrame, end: datetime) -> pd.DataFrame:
     """Overrides that start before ``end`` matching ``keys`` or their on-demand variants, one
     row per (key, override) keyed by the key (OVERRIDE_MATCH_COLUMNS); matched in memory like
-    the book's series (the overrides table is small)."""
+    the book's series (the overrides table is small too)."""
     wanted = key_tuples(keys)
     rows = conn.execute(
         "SELECT provider, region, zone, instance_type, gpu_model, capacity_type, effective_from,"

@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("derive", "write", "live_minute", "backfill_day", "prometheus_backfill")
+BENCHMARKS = (
+    "derive",
+    "write",
+    "live_minute",
+    "backfill_day",
+    "prometheus_backfill",
+    "price_resolution",
+)
 FIGURE_LINE = re.compile(r"^[a-z][a-z0-9_]*: -?\d+(\.\d+)? \S+( \(.*\))?$")
 
 

@@ -13,14 +13,15 @@ from gpu_cost_pipeline.defs.costs.assets import gpu_cost
 from gpu_cost_pipeline.defs.jobs import gpu_cost_every_minute, gpu_cost_job
 from gpu_cost_pipeline.defs.maintenance import retention_daily, retention_job
 from gpu_cost_pipeline.defs.pricing.assets import gpu_prices
+from gpu_cost_pipeline.defs.pricing.books import PRICE_BOOK_SCHEDULES, PRICE_BOOKS
 from gpu_cost_pipeline.defs.resources import build_resources
 from gpu_cost_pipeline.defs.usage.assets import gpu_usage
 from gpu_cost_pipeline.settings import load_settings
 
 defs = dg.Definitions(
-    assets=[gpu_usage, gpu_prices, gpu_cost],
+    assets=[gpu_usage, gpu_prices, gpu_cost, *PRICE_BOOKS],
     jobs=[gpu_cost_job, retention_job],
-    schedules=[gpu_cost_every_minute, retention_daily],
+    schedules=[gpu_cost_every_minute, retention_daily, *PRICE_BOOK_SCHEDULES],
     sensors=[build_catch_up_sensor(load_settings().catch_up_hours)],
     resources=build_resources(),
     # Every job here (the cost job, retention, and the asset jobs the UI builds for backfills)

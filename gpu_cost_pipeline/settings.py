@@ -111,7 +111,7 @@ def _http_url(raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _Invalid("expected an http:// or https:// URL such as http://prometheus:9090")
-    return raw.strip()
+    return raw.strip().rstrip("/")
 
 
 _MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(\\.|[^"\\])*"\s*'
@@ -122,6 +122,20 @@ def _label_matchers(raw: str) -> str:
     if not _MATCHERS.match(raw):
         raise _Invalid('expected PromQL label matchers such as cluster="prod",env=~"p.*"')
     return raw.strip()
+
+
+def _cron(raw: str) -> str:
+    fields = raw.split()
+    if len(fields) != 5 or not all(set(f) <= set("0123456789*/,-") for f in fields):
+        raise _Invalid("expected a 5-field cron schedule such as '0 * * * *'")
+    return " ".join(fields)
+
+
+def _bigquery_table(raw: str) -> str:
+    parts = raw.strip().strip("`").split(".")
+    if len(parts) != 3 or not all(parts):
+        raise _Invalid("expected a BigQuery table as project.dataset.table")
+    return ".".join(parts)
 
 
 @dataclass(frozen=True)
@@ -268,6 +282,51 @@ SETTINGS: tuple[Setting, ...] = (
         "run where the source sees the past, reported as gaps with the `kubernetes` source.",
         _integer(minimum=1),
     ),
+    Setting(
+        "GPU_COST_PRICE_TTL_MINUTES", "price_ttl_minutes", 120, "`120`",
+        "A price-book price counts as current (`api`) this long after a fetch last confirmed it; "
+        "after that it is used as `cache` (the newest known).",
+        _integer(minimum=1),
+    ),
+    Setting(
+        "GPU_COST_PRICE_BOOK_CRON", "price_book_cron", "0 * * * *", "`0 * * * *`",
+        "Schedule of the price-book assets (UTC cron); hourly, as the seed's 1-hour cache.",
+        _cron,
+    ),
+    Setting(
+        "GPU_COST_PRICE_OVERRIDES", "price_overrides_file", None, "(none)",
+        "YAML file of negotiated prices, loaded into `price_overrides` (see Prices).",
+    ),
+    Setting(
+        "GPU_COST_GCP_API_KEY", "gcp_api_key", None, "(empty: application default credentials)",
+        "API key for the GCP Cloud Billing Catalog. Never logged.",
+        secret=True,
+    ),
+    Setting(
+        "GPU_COST_GCP_BILLING_EXPORT", "gcp_billing_export", None, "(none: the Catalog)",
+        "BigQuery `project.dataset.cloud_pricing_export` table: the account's own GCP prices.",
+        _bigquery_table,
+    ),
+    Setting(
+        "GPU_COST_GCP_CATALOG_URL", "gcp_catalog_url", "https://cloudbilling.googleapis.com",
+        "`https://cloudbilling.googleapis.com`", "Base URL of the Cloud Billing Catalog API.",
+        _http_url,
+    ),
+    Setting(
+        "GPU_COST_AZURE_RETAIL_URL", "azure_retail_url",
+        "https://prices.azure.com/api/retail/prices",
+        "`https://prices.azure.com/api/retail/prices`", "Azure Retail Prices API.",
+        _http_url,
+    ),
+    Setting(
+        "GPU_COST_AZURE_SUBSCRIPTION_ID", "azure_subscription_id", None, "(none)",
+        "With `GPU_COST_AZURE_OFFER_ID`: read Azure prices from RateCard (the offer's rates, "
+        "`DefaultAzureCredential`) instead of retail prices.",
+    ),
+    Setting(
+        "GPU_COST_AZURE_OFFER_ID", "azure_offer_id", None, "(none)",
+        "RateCard offer, such as `MS-AZR-0003P`.",
+    ),
 )  # fmt: skip
 
 
@@ -301,6 +360,15 @@ class Settings:
     prometheus_password_file: str | None
     prometheus_selector: str
     catch_up_hours: int
+    price_ttl_minutes: int
+    price_book_cron: str
+    price_overrides_file: str | None
+    gcp_api_key: str | None
+    gcp_billing_export: str | None
+    gcp_catalog_url: str
+    azure_retail_url: str
+    azure_subscription_id: str | None
+    azure_offer_id: str | None
 
     def first_partition(self, now: datetime | None = None) -> str:
         """The configured first partition, else the 1st of the previous month (UTC)."""

@@ -92,7 +92,7 @@ def test_summary_and_detailed_tables(recent_data: CostStore, capsys):
     assert "(idle GPUs)" in out and "Spot" in out and "estimate" in out
     code, out, _ = run_cli("cost", "--last", "90m", "--format", "detailed", capsys=capsys)
     assert code == 0
-    for title in ("By project", "By experiment", "By cost center", "By gpu model", "unknown"):
+    for title in ("By project", "By experiment", "By cost center", "By gpu model", "RTX-PRO-6000"):
         assert title in out
 
 

@@ -34,6 +34,14 @@ BETA_INSTANCE_TYPE = "beta.kubernetes.io/instance-type"
         ("NVIDIA-L40S", "L40S"),
         ("NVIDIA-A10G", "A10G"),
         ("Tesla-V100-SXM2-16GB", "V100"),
+        ("NVIDIA-RTX-PRO-6000-Blackwell-Server-Edition", "RTX-PRO-6000"),
+        ("NVIDIA-RTX-6000-Ada-Generation", "RTX-6000-Ada"),
+        ("NVIDIA-L40", "L40"),
+        ("NVIDIA-B200", "B200"),
+        ("NVIDIA-GB200", "GB200"),
+        ("NVIDIA-A10", "A10"),
+        ("NVIDIA-A16", "A16"),
+        ("NVIDIA-H100-NVL", "H100-80GB"),
     ],
 )
 def test_gfd_product_label(product: str, expected: str) -> None:
@@ -43,9 +51,9 @@ def test_gfd_product_label(product: str, expected: str) -> None:
 @pytest.mark.parametrize(
     "product",
     [
-        "NVIDIA-RTX-PRO-6000-Blackwell-Server-Edition",
-        "NVIDIA-L40",  # not L4 and not L40S
-        "NVIDIA-B200",
+        "NVIDIA-GH200-480GB",  # Grace Hopper: not an H200
+        "NVIDIA-A40",  # not A10 and not A100
+        "Tesla-K80",
     ],
 )
 def test_unknown_product_is_unknown(product: str) -> None:
@@ -55,7 +63,7 @@ def test_unknown_product_is_unknown(product: str) -> None:
 
 def test_unknown_product_label_wins_over_weaker_known_labels() -> None:
     labels = {
-        PRODUCT_LABEL: "NVIDIA-RTX-PRO-6000-Blackwell-Server-Edition",
+        PRODUCT_LABEL: "NVIDIA-GH200-480GB",
         GKE_ACCELERATOR_LABEL: "nvidia-l4",
         KARPENTER_GPU_NAME_LABEL: "h100",
         INSTANCE_TYPE: "p5.48xlarge",
@@ -75,7 +83,8 @@ def test_unknown_product_label_wins_over_weaker_known_labels() -> None:
         ("nvidia-h100-mega-80gb", "H100-80GB"),
         ("nvidia-h200-141gb", "H200-141GB"),
         ("NVIDIA-TESLA-T4", "T4"),
-        ("nvidia-b200", "unknown"),
+        ("nvidia-b200", "B200"),
+        ("nvidia-tesla-k80", "unknown"),
     ],
 )
 def test_gke_accelerator_label(accelerator: str, expected: str) -> None:
@@ -95,7 +104,8 @@ def test_gke_accelerator_label(accelerator: str, expected: str) -> None:
         ({KARPENTER_GPU_NAME_LABEL: "a100", KARPENTER_GPU_MEMORY_LABEL: "40960"}, "A100-40GB"),
         ({KARPENTER_GPU_NAME_LABEL: "a100"}, "A100-40GB"),
         ({KARPENTER_GPU_NAME_LABEL: "a100", KARPENTER_GPU_MEMORY_LABEL: "lots"}, "A100-40GB"),
-        ({KARPENTER_GPU_NAME_LABEL: "b200"}, "unknown"),
+        ({KARPENTER_GPU_NAME_LABEL: "b200"}, "B200"),
+        ({KARPENTER_GPU_NAME_LABEL: "k80"}, "unknown"),
     ],
 )
 def test_karpenter_gpu_name(labels: dict[str, str], expected: str) -> None:
@@ -144,3 +154,29 @@ def test_strip_product_suffixes() -> None:
     assert strip_product_suffixes("A100-SXM4-40GB-MIG-1g.5gb") == "A100-SXM4-40GB"
     assert strip_product_suffixes("A100-SXM4-40GB-MIG-1g.5gb-SHARED") == "A100-SXM4-40GB"
     assert strip_product_suffixes("NVIDIA-H100-80GB-HBM3") == "NVIDIA-H100-80GB-HBM3"
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "model", "count"),
+    [
+        ("p5.48xlarge", "H100-80GB", 8),
+        ("p5e.48xlarge", "H200-141GB", 8),
+        ("p6-b200.48xlarge", "B200", 8),
+        ("g6e.12xlarge", "L40S", 4),
+        ("g5.48xlarge", "A10G", 8),
+        ("gr6.4xlarge", "L4", 1),
+        ("a3-megagpu-8g", "H100-80GB", 8),
+        ("a2-ultragpu-4g", "A100-80GB", 4),
+        ("g2-standard-24", "L4", 2),
+        ("Standard_NC40ads_H100_v5", "H100-80GB", 1),
+        ("Standard_NV36ads_A10_v5", "A10", 1),
+        ("Standard_ND96isr_H200_v5", "H200-141GB", 8),
+    ],
+)
+def test_nodes_labelled_only_with_an_instance_type_get_model_and_count(
+    instance_type: str, model: str, count: int
+) -> None:
+    from gpu_cost_pipeline.core.gpus import INSTANCE_TYPES
+
+    assert canonical_gpu_model({INSTANCE_TYPE: instance_type}) == model
+    assert INSTANCE_TYPES[instance_type].gpu_count == count

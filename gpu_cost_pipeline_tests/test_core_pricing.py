@@ -1,4 +1,5 @@
-"""Price estimates and resolve_prices precedence: override > fresh cache > live API > estimate."""
+"""Price estimates, and resolve_window: override > price book (api, then cache) > estimate,
+with a point wherever the price in effect changes inside the window."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import pandas as pd
 import pytest
 
 from gpu_cost_pipeline.core.pricing import (
+    BOOK_MATCH_COLUMNS,
+    CACHE_TTL,
+    OVERRIDE_MATCH_COLUMNS,
     PRICE_COLUMNS,
     PRICE_KEY,
     EstimateSettings,
     estimate_on_demand_per_gpu,
     estimate_prices,
-    resolve_prices,
+    resolve_window,
 )
 from gpu_cost_pipeline_tests.test_core_costing import P5
 
@@ -45,64 +49,6 @@ def one(frame: pd.DataFrame, key: dict) -> dict:
     rows = frame[mask].to_dict("records")
     assert len(rows) == 1, rows
     return rows[0]
-
-
-def point(key: dict, price: float, source: str, at: datetime, on_demand: float = 9.0) -> dict:
-    return {
-        **key,
-        "price_per_gpu_hour": price,
-        "on_demand_price_per_gpu_hour": on_demand,
-        "source": source,
-        "effective_at": pd.Timestamp(at),
-    }
-
-
-def stored(*points: dict) -> pd.DataFrame:
-    return pd.DataFrame(list(points), columns=PRICE_COLUMNS)
-
-
-NOTHING_STORED = stored()
-
-
-class FakeSource:
-    """A live price API: fixed prices per key; records what it was asked."""
-
-    def __init__(
-        self,
-        prices: dict[tuple, float],
-        on_demand: dict[tuple, float] | None = None,
-        name: str = "fake",
-        fail: bool = False,
-        with_on_demand_column: bool = True,
-    ) -> None:
-        self.name = name
-        self.prices = prices
-        self.on_demand = on_demand or {}
-        self.fail = fail
-        self.with_on_demand_column = with_on_demand_column
-        self.asked: list[pd.DataFrame] = []
-
-    def quote(self, wanted: pd.DataFrame, at: datetime) -> pd.DataFrame:
-        self.asked.append(wanted.copy())
-        if self.fail:
-            raise ConnectionError("pricing endpoint timed out")
-        rows = []
-        for key in wanted[PRICE_KEY].itertuples(index=False):
-            if tuple(key) in self.prices:
-                row = {**key._asdict(), "price_per_gpu_hour": self.prices[tuple(key)]}
-                if self.with_on_demand_column:
-                    row["on_demand_price_per_gpu_hour"] = self.on_demand.get(
-                        tuple(key), float("nan")
-                    )
-                rows.append(row)
-        columns = [*PRICE_KEY, "price_per_gpu_hour"]
-        if self.with_on_demand_column:
-            columns.append("on_demand_price_per_gpu_hour")
-        return pd.DataFrame(rows, columns=columns)
-
-
-def k(key: dict) -> tuple:
-    return tuple(key[c] for c in PRICE_KEY)
 
 
 # --- estimates ------------------------------------------------------------------------------
@@ -183,168 +129,160 @@ def test_estimate_one_row_per_distinct_key() -> None:
     assert len(prices) == 2
 
 
-# --- resolve_prices -------------------------------------------------------------------------
+# --- resolve_window ---------------------------------------------------------------------------
+
+START, END = AT, AT + timedelta(hours=3)
+SPOT = with_capacity(P5, "spot")
+P5_ON_DEMAND_LIST = 6.88
 
 
-def test_no_stored_no_sources_estimates() -> None:
-    resolved = resolve_prices(keys(P5, T4_GCP), AT, NOTHING_STORED, [], SETTINGS)
-    assert resolved.warnings == []
+def book(*rows: tuple[dict, int, datetime, datetime, float]) -> pd.DataFrame:
+    """(key, level, effective_at, confirmed_at, price) rows as the store hands them over."""
+    return pd.DataFrame(
+        [
+            {
+                **key,
+                "level": level,
+                "effective_at": pd.Timestamp(effective),
+                "confirmed_at": pd.Timestamp(confirmed),
+                "price_per_gpu_hour": price,
+            }
+            for key, level, effective, confirmed, price in rows
+        ],
+        columns=BOOK_MATCH_COLUMNS,
+    )
+
+
+def overrides(*rows: tuple[dict, int, datetime, float, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                **key,
+                "level": level,
+                "effective_from": pd.Timestamp(start),
+                "price_per_gpu_hour": price,
+                "on_demand_price_per_gpu_hour": on_demand,
+            }
+            for key, level, start, price, on_demand in rows
+        ],
+        columns=OVERRIDE_MATCH_COLUMNS,
+    )
+
+
+NO_BOOK, NO_OVERRIDES = book(), overrides()
+
+
+def resolve(keys_frame, book_frame=NO_BOOK, override_frame=NO_OVERRIDES, ttl=CACHE_TTL):
+    return resolve_window(keys_frame, START, END, book_frame, override_frame, SETTINGS, ttl)
+
+
+def series(resolved, key: dict) -> list[tuple]:
+    frame = resolved.prices
+    for column in PRICE_KEY:
+        frame = frame[frame[column] == key[column]]
+    return [
+        (row.effective_at.to_pydatetime(), row.price_per_gpu_hour, row.source)
+        for row in frame.sort_values("effective_at").itertuples()
+    ]
+
+
+def test_nothing_stored_gives_estimates_and_says_so() -> None:
+    resolved = resolve(keys(P5, T4_GCP))
     assert list(resolved.prices.columns) == PRICE_COLUMNS
-    assert one(resolved.prices, P5)["price_per_gpu_hour"] == pytest.approx(6.88)
-    assert one(resolved.prices, T4_GCP)["price_per_gpu_hour"] == pytest.approx(0.35)
-    assert set(resolved.prices["source"]) == {"estimate"}
+    assert series(resolved, P5) == [(AT, pytest.approx(6.88), "estimate")]
+    assert series(resolved, T4_GCP) == [(AT, pytest.approx(0.35), "estimate")]
+    assert "2 price key(s)" in resolved.warnings[0] and "priced by estimate" in resolved.warnings[0]
 
 
-def test_override_wins_over_everything() -> None:
-    points = stored(
-        point(P5, 1.23, "override", AT - timedelta(hours=20), on_demand=7.0),
-        point(P5, 5.00, "api", AT - timedelta(minutes=5)),
+def test_a_spot_series_gives_the_point_in_effect_at_each_minute() -> None:
+    fetched = AT + timedelta(minutes=5)
+    stored_book = book(
+        (SPOT, 7, AT - timedelta(hours=2), fetched, 2.00),
+        (SPOT, 7, AT - timedelta(minutes=30), fetched, 2.10),
+        (SPOT, 7, AT + timedelta(minutes=60), fetched, 2.40),
+        (SPOT, 7, AT + timedelta(minutes=120), fetched, 2.40),  # same price: no new point
+        (SPOT, 7, AT + timedelta(minutes=240), fetched, 9.99),  # after the window
+        (P5, 2, datetime(2026, 1, 1, tzinfo=UTC), fetched, 6.50),
     )
-    source = FakeSource({k(P5): 4.0}, {k(P5): 6.0})
-    resolved = resolve_prices(keys(P5), AT, points, [source], SETTINGS)
-    row = one(resolved.prices, P5)
-    assert row["source"] == "override"
-    assert row["price_per_gpu_hour"] == 1.23
-    assert row["on_demand_price_per_gpu_hour"] == 7.0
-    assert pd.Timestamp(row["effective_at"]) == pd.Timestamp(AT)
-    assert source.asked == []  # nothing left to ask
+    resolved = resolve(keys(SPOT), stored_book)
+    assert series(resolved, SPOT) == [
+        (AT, 2.10, "api"),
+        (AT + timedelta(minutes=60), 2.40, "api"),
+    ]
+    # The on-demand baseline is the book's on-demand price, not the estimate.
+    assert set(resolved.prices["on_demand_price_per_gpu_hour"]) == {6.50}
+    assert resolved.warnings == [] and resolved.cache_age_max is None
 
 
-def test_latest_override_in_effect_wins_and_future_ones_do_not_count() -> None:
-    points = stored(
-        point(P5, 1.00, "override", AT - timedelta(hours=3)),
-        point(P5, 2.00, "override", AT - timedelta(hours=1)),
-        point(P5, 3.00, "override", AT + timedelta(minutes=1)),
+def test_a_book_price_not_confirmed_within_the_ttl_turns_cache_and_reports_its_age() -> None:
+    confirmed = AT - timedelta(minutes=90)
+    resolved = resolve(keys(P5), book((P5, 2, AT - timedelta(days=30), confirmed, 6.50)))
+    # Current until confirmed + TTL (2 h) = AT + 30 min, then the newest known: cache.
+    assert series(resolved, P5) == [
+        (AT, 6.50, "api"),
+        (AT + timedelta(minutes=30), 6.50, "cache"),
+    ]
+    assert resolved.cache_age_max == timedelta(minutes=90) + timedelta(minutes=30)
+
+
+def test_a_later_point_keeps_an_older_one_current_until_it() -> None:
+    # Fetched long ago, but superseded inside the window: the book knew the whole interval.
+    old_fetch = AT - timedelta(days=3)
+    resolved = resolve(
+        keys(P5),
+        book(
+            (P5, 2, AT - timedelta(days=10), old_fetch, 6.00),
+            (P5, 2, AT + timedelta(hours=1), AT + timedelta(hours=1), 6.50),
+        ),
     )
-    row = one(resolve_prices(keys(P5), AT, points, [], SETTINGS).prices, P5)
-    assert (row["source"], row["price_per_gpu_hour"]) == ("override", 2.00)
+    assert series(resolved, P5) == [(AT, 6.00, "api"), (AT + timedelta(hours=1), 6.50, "api")]
 
 
-def test_fresh_api_price_is_used_as_cache() -> None:
-    points = stored(point(P5, 5.00, "api", AT - timedelta(minutes=30), on_demand=6.5))
-    source = FakeSource({k(P5): 4.0}, {k(P5): 6.0})
-    resolved = resolve_prices(keys(P5), AT, points, [source], SETTINGS)
-    row = one(resolved.prices, P5)
-    assert row["source"] == "cache"
-    assert row["price_per_gpu_hour"] == 5.00
-    assert row["on_demand_price_per_gpu_hour"] == 6.5
-    assert pd.Timestamp(row["effective_at"]) == pd.Timestamp(AT)
-    assert source.asked == []
-
-
-def test_latest_fresh_api_price_wins() -> None:
-    points = stored(
-        point(P5, 5.00, "api", AT - timedelta(minutes=50)),
-        point(P5, 5.50, "api", AT - timedelta(minutes=10)),
+def test_the_most_specific_book_series_wins() -> None:
+    resolved = resolve(
+        keys(SPOT),
+        book(
+            (SPOT, 2, AT - timedelta(days=1), END, 3.00),  # any zone
+            (SPOT, 6, AT - timedelta(days=1), END, 2.20),  # this zone
+        ),
     )
-    row = one(resolve_prices(keys(P5), AT, points, [], SETTINGS).prices, P5)
-    assert (row["source"], row["price_per_gpu_hour"]) == ("cache", 5.50)
+    assert series(resolved, SPOT) == [(AT, 2.20, "api")]
 
 
-def test_stale_api_price_is_not_used() -> None:
-    points = stored(point(P5, 5.00, "api", AT - timedelta(minutes=90)))
-    row = one(resolve_prices(keys(P5), AT, points, [], SETTINGS).prices, P5)
-    assert (row["source"], row["price_per_gpu_hour"]) == ("estimate", pytest.approx(6.88))
-
-    source = FakeSource({k(P5): 4.0}, {k(P5): 6.0})
-    row = one(resolve_prices(keys(P5), AT, points, [source], SETTINGS).prices, P5)
-    assert (row["source"], row["price_per_gpu_hour"]) == ("api", 4.0)
-    assert len(source.asked) == 1
-
-
-def test_ttl_is_configurable() -> None:
-    points = stored(point(P5, 5.00, "api", AT - timedelta(minutes=90)))
-    row = one(resolve_prices(keys(P5), AT, points, [], SETTINGS, ttl=timedelta(hours=2)).prices, P5)
-    assert (row["source"], row["price_per_gpu_hour"]) == ("cache", 5.00)
-
-
-def test_stored_estimates_are_not_a_cache() -> None:
-    points = stored(point(P5, 1.11, "estimate", AT - timedelta(minutes=5)))
-    source = FakeSource({k(P5): 4.0}, {k(P5): 6.0})
-    row = one(resolve_prices(keys(P5), AT, points, [source], SETTINGS).prices, P5)
-    assert (row["source"], row["price_per_gpu_hour"]) == ("api", 4.0)
-
-
-def test_live_source_prices_what_it_can_and_estimates_the_rest() -> None:
-    source = FakeSource({k(P5): 4.0}, {k(P5): 6.0})
-    resolved = resolve_prices(keys(P5, T4_GCP), AT, NOTHING_STORED, [source], SETTINGS)
-    p5 = one(resolved.prices, P5)
-    assert (p5["source"], p5["price_per_gpu_hour"], p5["on_demand_price_per_gpu_hour"]) == (
-        "api",
-        4.0,
-        6.0,
+def test_overrides_win_from_their_start_and_the_most_specific_one_wins() -> None:
+    stored_book = book((P5, 2, AT - timedelta(days=30), AT, 6.50))
+    resolved = resolve(
+        keys(P5),
+        stored_book,
+        overrides(
+            (P5, 0, AT - timedelta(days=60), 5.00, float("nan")),
+            (P5, 6, AT + timedelta(minutes=45), 4.00, 6.10),
+            (P5, 0, AT + timedelta(minutes=90), 3.00, float("nan")),  # newer, less specific
+        ),
     )
-    assert pd.Timestamp(p5["effective_at"]) == pd.Timestamp(AT)
-    t4 = one(resolved.prices, T4_GCP)
-    assert (t4["source"], t4["price_per_gpu_hour"]) == ("estimate", pytest.approx(0.35))
-    assert len(resolved.prices) == 2
+    assert series(resolved, P5) == [
+        (AT, 5.00, "override"),
+        (AT + timedelta(minutes=45), 4.00, "override"),
+    ]
+    on_demand = resolved.prices.sort_values("effective_at")["on_demand_price_per_gpu_hour"]
+    # Own price stands as the on-demand key's baseline; the override's own figure when given.
+    assert on_demand.tolist() == [5.00, 6.10]
 
 
-def test_second_source_is_asked_only_for_what_the_first_missed() -> None:
-    first = FakeSource({k(P5): 4.0}, {k(P5): 6.0}, name="aws")
-    second = FakeSource({k(T4_GCP): 0.30}, {k(T4_GCP): 0.36}, name="gcp")
-    resolved = resolve_prices(keys(P5, T4_GCP), AT, NOTHING_STORED, [first, second], SETTINGS)
-    assert len(second.asked) == 1
-    assert second.asked[0][PRICE_KEY].to_dict("records") == [T4_GCP]
-    assert one(resolved.prices, T4_GCP)["price_per_gpu_hour"] == 0.30
-    assert set(resolved.prices["source"]) == {"api"}
+def test_an_override_starting_after_the_window_does_not_count() -> None:
+    resolved = resolve(keys(P5), NO_BOOK, overrides((P5, 0, END, 1.0, float("nan"))))
+    assert series(resolved, P5) == [(AT, pytest.approx(6.88), "estimate")]
 
 
-def test_cached_keys_are_not_asked_of_live_sources() -> None:
-    points = stored(point(P5, 5.00, "api", AT - timedelta(minutes=1)))
-    source = FakeSource({k(T4_GCP): 0.30}, {k(T4_GCP): 0.36})
-    resolve_prices(keys(P5, T4_GCP), AT, points, [source], SETTINGS)
-    assert [frame[PRICE_KEY].to_dict("records") for frame in source.asked] == [[T4_GCP]]
+def test_estimates_fill_keys_without_book_or_override_and_baselines_follow_the_book() -> None:
+    resolved = resolve(keys(SPOT, T4_GCP), book((P5, 2, AT - timedelta(days=1), AT, 6.50)))
+    spot = series(resolved, SPOT)
+    assert spot == [(AT, pytest.approx(0.40 * 6.88), "estimate")]
+    row = resolved.prices[resolved.prices["capacity_type"] == "spot"].iloc[0]
+    assert row["on_demand_price_per_gpu_hour"] == 6.50  # the baseline is still real
+    assert "e.g. aws/us-east-1" in resolved.warnings[0] or "gcp" in resolved.warnings[0]
 
 
-def test_failing_source_warns_and_estimates() -> None:
-    broken = FakeSource({}, name="aws-pricing", fail=True)
-    resolved = resolve_prices(keys(P5), AT, NOTHING_STORED, [broken], SETTINGS)
-    row = one(resolved.prices, P5)
-    assert (row["source"], row["price_per_gpu_hour"]) == ("estimate", pytest.approx(6.88))
-    assert len(resolved.warnings) == 1
-    assert "aws-pricing" in resolved.warnings[0]
-    assert "timed out" in resolved.warnings[0]
-
-
-def test_failing_source_then_working_source() -> None:
-    broken = FakeSource({}, name="broken", fail=True)
-    good = FakeSource({k(P5): 4.0}, {k(P5): 6.0}, name="good")
-    resolved = resolve_prices(keys(P5), AT, NOTHING_STORED, [broken, good], SETTINGS)
-    assert one(resolved.prices, P5)["source"] == "api"
-    assert len(resolved.warnings) == 1
-
-
-def test_live_price_without_on_demand_gets_the_estimate_on_demand() -> None:
-    spot = with_capacity(P5, "spot")
-    nan_column = FakeSource({k(spot): 2.0})  # on-demand column present but NaN
-    no_column = FakeSource({k(spot): 2.0}, with_on_demand_column=False)
-    for source in (nan_column, no_column):
-        row = one(resolve_prices(keys(spot), AT, NOTHING_STORED, [source], SETTINGS).prices, spot)
-        assert row["source"] == "api"
-        assert row["price_per_gpu_hour"] == 2.0  # the live price stays
-        assert row["on_demand_price_per_gpu_hour"] == pytest.approx(6.88)  # filled: 55.04 / 8
-
-
-def test_duplicate_keys_resolve_once() -> None:
-    resolved = resolve_prices(keys(P5, P5), AT, NOTHING_STORED, [], SETTINGS)
-    assert len(resolved.prices) == 1
-
-
-def test_cached_price_expires_one_ttl_after_the_api_fetch() -> None:
-    # What gpu_prices does every window: resolve, store the result, resolve again later.
-    t0 = AT
-    source = FakeSource({k(P5): 4.0}, {k(P5): 6.0})
-    history = resolve_prices(keys(P5), t0, NOTHING_STORED, [source], SETTINGS).prices
-    assert one(history, P5)["source"] == "api"
-
-    t1 = t0 + timedelta(minutes=40)
-    at_t1 = resolve_prices(keys(P5), t1, history, [source], SETTINGS).prices
-    assert one(at_t1, P5)["source"] == "cache"
-    history = pd.concat([history, at_t1], ignore_index=True)
-
-    # 80 minutes after the only API fetch: more than the 1 h TTL, the API must be asked again.
-    source.prices[k(P5)] = 3.0
-    t2 = t0 + timedelta(minutes=80)
-    row = one(resolve_prices(keys(P5), t2, history, [source], SETTINGS).prices, P5)
-    assert (row["source"], row["price_per_gpu_hour"]) == ("api", 3.0)
+def test_duplicate_and_empty_keys() -> None:
+    assert len(resolve(keys(P5, P5)).prices) == 1
+    assert resolve(keys()).prices.empty

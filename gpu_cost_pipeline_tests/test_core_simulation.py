@@ -73,7 +73,7 @@ def test_pods_start_and_end_over_time(cluster: SimulatedCluster) -> None:
 def test_the_pools_cover_the_cases(cluster: SimulatedCluster) -> None:
     parsed = parse_nodes(cluster.observe(T10, at(1)).nodes, SETTINGS)
     frame = parsed.frame.set_index("node")
-    assert "unknown" in set(frame["gpu_model"])
+    assert "RTX-PRO-6000" in set(frame["gpu_model"])  # a current GPU, in the catalog
     assert {"exclusive", "time-slicing", "mig"} <= set(frame["sharing_mode"])
     assert {"spot", "on-demand"} <= set(frame["capacity_type"])
     assert set(frame["provider"]) == {"aws"}
@@ -84,8 +84,7 @@ def test_the_pools_cover_the_cases(cluster: SimulatedCluster) -> None:
     assert frame.loc[singles[0], "gpu_count"] == 8
     time_sliced = frame[frame["sharing_mode"] == "time-slicing"].index
     assert all(parsed.sharing[n].replicas == 4 for n in time_sliced)
-    # the only issue is the unknown model, reported not skipped
-    assert [i.field for i in parsed.issues] == ["metadata.labels['nvidia.com/gpu.product']"]
+    assert parsed.issues == []  # every node's GPU model is in the catalog
 
 
 def test_pods_parse_cleanly_and_some_lack_a_team(cluster: SimulatedCluster) -> None:

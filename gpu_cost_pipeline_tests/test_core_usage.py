@@ -389,7 +389,7 @@ def test_bad_replicas_label_defaults_to_one() -> None:
 def test_unknown_model_is_kept_and_reported() -> None:
     node = make_node(
         "rtx",
-        {"nvidia.com/gpu.product": "NVIDIA-RTX-PRO-6000-Blackwell-Server-Edition"},
+        {"nvidia.com/gpu.product": "NVIDIA-GH200-480GB"},
         {GPU: "1"},
     )
     parsed = parse_nodes([node], SETTINGS)

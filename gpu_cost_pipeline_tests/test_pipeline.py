@@ -188,6 +188,9 @@ def test_definitions_load():
         "gpu_pod_usage",
         "gpu_prices",
         "gpu_cost",
+        "aws_price_book",
+        "gcp_price_book",
+        "azure_price_book",
     }
 
 

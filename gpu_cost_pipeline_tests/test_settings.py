@@ -46,6 +46,15 @@ NON_DEFAULT = {
     "GPU_COST_PROMETHEUS_PASSWORD_FILE": "/var/run/secrets/prometheus/password",
     "GPU_COST_PROMETHEUS_SELECTOR": 'cluster="prod-us-east-1"',
     "GPU_COST_CATCH_UP_HOURS": "72",
+    "GPU_COST_PRICE_TTL_MINUTES": "90",
+    "GPU_COST_PRICE_BOOK_CRON": "15 */2 * * *",
+    "GPU_COST_PRICE_OVERRIDES": "/tmp/price-overrides.yaml",
+    "GPU_COST_GCP_API_KEY": "AIza-s3cret-key",
+    "GPU_COST_GCP_BILLING_EXPORT": "billing-prj.pricing.cloud_pricing_export",
+    "GPU_COST_GCP_CATALOG_URL": "http://127.0.0.1:9/catalog",
+    "GPU_COST_AZURE_RETAIL_URL": "http://127.0.0.1:9/retail",
+    "GPU_COST_AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+    "GPU_COST_AZURE_OFFER_ID": "MS-AZR-0003P",
 }
 
 INVALID = [
@@ -61,6 +70,10 @@ INVALID = [
     ("GPU_COST_PARTITION_START", "2026-11-01", "expected a UTC minute as YYYY-MM-DD-HH:MM"),
     ("GPU_COST_RETENTION_DAYS", "-5", "expected an integer ≥ 1"),
     ("GPU_COST_PROMETHEUS_SELECTOR", "cluster=prod", "expected PromQL label matchers"),
+    ("GPU_COST_PRICE_TTL_MINUTES", "0", "expected an integer ≥ 1"),
+    ("GPU_COST_PRICE_BOOK_CRON", "hourly", "expected a 5-field cron schedule"),
+    ("GPU_COST_GCP_BILLING_EXPORT", "pricing_table", "expected a BigQuery table"),
+    ("GPU_COST_AZURE_RETAIL_URL", "prices.azure.com", "expected an http:// or https:// URL"),
 ]
 
 

@@ -47,15 +47,9 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
     assert store.mode() == "plain"
     with store.connection() as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-        assert versions == [
-            "001_core_tables",
-            "003_gpu_pods_seen_index",
-            "004_price_lookup",
-            "005_store_settings",
-            "030_utilization",
-            "plain/002_hourly_rollup",
-            "plain/031_hourly_utilization",
-        ]
+        # Every file, each once (the list grows with each issue's migrations).
+        assert versions == sorted(v for v, _ in _migration_files("plain"))
+        assert {"001_core_tables", "005_store_settings", "plain/002_hourly_rollup"} <= set(versions)
         tables = {
             name
             for (name,) in conn.execute(
@@ -66,7 +60,9 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
     assert "gpu_cost_hourly" in tables
     assert migrate(lambda: psycopg.connect(store.database_url or "")) == "plain"  # no-op
     with psycopg.connect(store.database_url or "") as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (len(versions),)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
+            len(_migration_files("plain")),
+        )
 
 
 def run_concurrently(work, copies: int) -> list[Exception]:
@@ -282,7 +278,8 @@ def test_the_price_in_effect_is_found_however_old_and_points_inside_count(store:
 
 
 def test_price_overrides_match_wildcards_and_the_most_specific_wins(store: CostStore):
-    from gpu_cost_pipeline.store import queries
+    from gpu_cost_pipeline.core.pricing import BOOK_MATCH_COLUMNS, EstimateSettings, resolve_window
+    from gpu_cost_pipeline.store import price_book, queries
 
     with store.write_window("c1", T0, T0 + timedelta(minutes=10)) as writer:
         writer.replace("gpu_node_usage", node_rows(T0, 10).assign(zone="us-east-1a"))
@@ -302,10 +299,17 @@ def test_price_overrides_match_wildcards_and_the_most_specific_wins(store: CostS
                 (zone, instance, price, T0 - timedelta(days=days)),
             )
     with store.connection() as conn:
-        offered = queries.price_reuse_candidates(
-            conn, "c1", T0, T0 + timedelta(minutes=10), T0, timedelta(hours=1)
-        )
-    assert offered["source"].tolist() == ["override"]
-    assert offered.loc[0, "price_per_gpu_hour"] == 1.50
-    assert offered.loc[0, "zone"] == "us-east-1a"  # the usage's key, ready to merge
-    assert pd.isna(offered.loc[0, "on_demand_price_per_gpu_hour"])
+        keys = queries.price_keys(conn, "c1", T0, T0 + timedelta(minutes=10))
+        offered = price_book.window_overrides(conn, keys, T0 + timedelta(minutes=10))
+    resolved = resolve_window(
+        node_rows(T0, 1).assign(zone="us-east-1a"),
+        T0,
+        T0 + timedelta(minutes=10),
+        pd.DataFrame(columns=BOOK_MATCH_COLUMNS),
+        offered,
+        EstimateSettings(),
+    ).prices
+    assert resolved["source"].tolist() == ["override"]
+    assert resolved.loc[0, "price_per_gpu_hour"] == 1.50
+    assert resolved.loc[0, "zone"] == "us-east-1a"  # the usage's key
+    assert set(offered["zone"]) == {"us-east-1a"}  # rows come keyed by the usage's key

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpu_cost_pipeline.cli import cost, pipeline
+from gpu_cost_pipeline.cli import cost, pipeline, prices
 from gpu_cost_pipeline.settings import load_settings
 
 DURATION_HELP = "a duration such as 90m, 24h or 30d"
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="End of the period, exclusive (UTC); with --from.",
     )
     materialize.set_defaults(run=pipeline.run_materialize)
+
+    prices.add_parser(commands, cost.parse_duration)
 
     db = commands.add_parser("db", help="The embedded PostgreSQL server.")
     db.add_argument(

@@ -22,63 +22,195 @@ class GpuModel:
 GPU_MODELS: dict[str, GpuModel] = {
     model.name: model
     for model in (
+        GpuModel("GB300", 288),
+        GpuModel("B300", 288),
+        GpuModel("GB200", 186),
+        GpuModel("B200", 180),
         GpuModel("H200-141GB", 141),
         GpuModel("H100-80GB", 80),
         GpuModel("A100-80GB", 80),
         GpuModel("A100-40GB", 40),
+        GpuModel("RTX-PRO-6000", 96),
+        GpuModel("RTX-6000-Ada", 48),
         GpuModel("L40S", 48),
+        GpuModel("L40", 48),
         GpuModel("L4", 24),
         GpuModel("A10G", 24),
+        GpuModel("A10", 24),
+        GpuModel("A16", 16),
         GpuModel("T4", 16),
         GpuModel("V100", 16),
+        GpuModel("P100", 16),
+        GpuModel("P4", 8),
+        GpuModel("M60", 8),
     )
 }
 
 
 @dataclass(frozen=True)
 class InstanceType:
-    """A cloud instance type with GPUs, and its on-demand list price (DOMAIN.md reference table)."""
+    """A cloud instance type with GPUs. ``on_demand_price_per_hour`` is a reference list price
+    for estimates (DOMAIN.md table) where one is known; the price books supply real prices.
+    ``vcpus`` and ``memory_gib`` are kept for GCP machine types, whose host (cores and RAM) is
+    priced separately from their GPUs."""
 
     provider: str
     name: str
     gpu_model: str
     gpu_count: int
-    on_demand_price_per_hour: float
+    on_demand_price_per_hour: float | None = None
+    vcpus: int = 0
+    memory_gib: float = 0.0
 
 
-INSTANCE_TYPES: dict[str, InstanceType] = {
-    it.name: it
-    for it in (
-        InstanceType("aws", "p5.48xlarge", "H100-80GB", 8, 55.04),
-        InstanceType("aws", "p5en.48xlarge", "H200-141GB", 8, 63.296),
-        InstanceType("aws", "p4d.24xlarge", "A100-40GB", 8, 21.96),
-        InstanceType("aws", "p4de.24xlarge", "A100-80GB", 8, 27.45),
-        InstanceType("aws", "g6e.xlarge", "L40S", 1, 1.861),
-        InstanceType("aws", "g6.xlarge", "L4", 1, 0.8048),
-        InstanceType("aws", "g5.xlarge", "A10G", 1, 1.006),
-        InstanceType("aws", "g4dn.xlarge", "T4", 1, 0.526),
-        InstanceType("aws", "p3.2xlarge", "V100", 1, 3.06),
-        InstanceType("gcp", "a2-highgpu-1g", "A100-40GB", 1, 3.673),
-        InstanceType("gcp", "a2-ultragpu-1g", "A100-80GB", 1, 5.069),
-        InstanceType("gcp", "a3-highgpu-8g", "H100-80GB", 8, 87.8),
-        InstanceType("gcp", "g2-standard-4", "L4", 1, 0.76),
-        InstanceType("azure", "Standard_NC24ads_A100_v4", "A100-80GB", 1, 3.673),
-        InstanceType("azure", "Standard_ND96amsr_A100_v4", "A100-80GB", 8, 32.77),
-        InstanceType("azure", "Standard_ND96isr_H100_v5", "H100-80GB", 8, 98.32),
-        InstanceType("azure", "Standard_NC4as_T4_v3", "T4", 1, 0.526),
-    )
-}
+def _sizes(
+    provider: str, family: str, model: str, sizes: dict[str, int], prices: dict[str, float]
+) -> list[InstanceType]:
+    """One entry per size of a family: ``{"xlarge": 1, "12xlarge": 4}`` -> g5.xlarge, ..."""
+    return [
+        InstanceType(provider, f"{family}.{size}", model, gpus, prices.get(size))
+        for size, gpus in sizes.items()
+    ]
+
+
+_ONE_GPU_SMALL = {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1}
+_AWS = [
+    *_sizes("aws", "p3", "V100", {"2xlarge": 1, "8xlarge": 4, "16xlarge": 8}, {"2xlarge": 3.06}),
+    InstanceType("aws", "p3dn.24xlarge", "V100", 8),
+    InstanceType("aws", "p4d.24xlarge", "A100-40GB", 8, 21.96),
+    InstanceType("aws", "p4de.24xlarge", "A100-80GB", 8, 27.45),
+    InstanceType("aws", "p5.4xlarge", "H100-80GB", 1),
+    InstanceType("aws", "p5.48xlarge", "H100-80GB", 8, 55.04),
+    InstanceType("aws", "p5e.48xlarge", "H200-141GB", 8),
+    InstanceType("aws", "p5en.48xlarge", "H200-141GB", 8, 63.296),
+    InstanceType("aws", "p6-b200.48xlarge", "B200", 8),
+    InstanceType("aws", "p6-b300.48xlarge", "B300", 8),
+    InstanceType("aws", "p6e-gb200.36xlarge", "GB200", 4),
+    *_sizes("aws", "g4dn", "T4", {**_ONE_GPU_SMALL, "12xlarge": 4, "metal": 8}, {"xlarge": 0.526}),
+    *_sizes(
+        "aws",
+        "g5",
+        "A10G",
+        {**_ONE_GPU_SMALL, "12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
+        {"xlarge": 1.006},
+    ),
+    *_sizes(
+        "aws",
+        "g6",
+        "L4",
+        {**_ONE_GPU_SMALL, "12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
+        {"xlarge": 0.8048},
+    ),
+    *_sizes("aws", "gr6", "L4", {"4xlarge": 1, "8xlarge": 1}, {}),
+    *_sizes(
+        "aws",
+        "g6e",
+        "L40S",
+        {**_ONE_GPU_SMALL, "12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
+        {"xlarge": 1.861},
+    ),
+    # G7e (RTX PRO 6000 Blackwell Server Edition); GPU counts per size not confirmed here.
+    *_sizes(
+        "aws",
+        "g7e",
+        "RTX-PRO-6000",
+        {"2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "12xlarge": 2, "24xlarge": 4, "48xlarge": 8},
+        {},
+    ),
+]
+
+
+def _gcp(name: str, model: str, gpus: int, vcpus: int, memory: float, price: float | None = None):
+    return InstanceType("gcp", name, model, gpus, price, vcpus, memory)
+
+
+_GCP = [
+    _gcp("a2-highgpu-1g", "A100-40GB", 1, 12, 85, 3.673),
+    _gcp("a2-highgpu-2g", "A100-40GB", 2, 24, 170),
+    _gcp("a2-highgpu-4g", "A100-40GB", 4, 48, 340),
+    _gcp("a2-highgpu-8g", "A100-40GB", 8, 96, 680),
+    _gcp("a2-megagpu-16g", "A100-40GB", 16, 96, 1360),
+    _gcp("a2-ultragpu-1g", "A100-80GB", 1, 12, 170, 5.069),
+    _gcp("a2-ultragpu-2g", "A100-80GB", 2, 24, 340),
+    _gcp("a2-ultragpu-4g", "A100-80GB", 4, 48, 680),
+    _gcp("a2-ultragpu-8g", "A100-80GB", 8, 96, 1360),
+    _gcp("a3-highgpu-1g", "H100-80GB", 1, 26, 234),
+    _gcp("a3-highgpu-2g", "H100-80GB", 2, 52, 468),
+    _gcp("a3-highgpu-4g", "H100-80GB", 4, 104, 936),
+    _gcp("a3-highgpu-8g", "H100-80GB", 8, 208, 1872, 87.8),
+    _gcp("a3-megagpu-8g", "H100-80GB", 8, 208, 1872),
+    _gcp("a3-edgegpu-8g", "H100-80GB", 8, 208, 1872),
+    _gcp("a3-ultragpu-8g", "H200-141GB", 8, 224, 2952),
+    _gcp("a4-highgpu-8g", "B200", 8, 224, 3968),
+    _gcp("a4x-highgpu-4g", "GB200", 4, 140, 884),
+    _gcp("g2-standard-4", "L4", 1, 4, 16, 0.76),
+    _gcp("g2-standard-8", "L4", 1, 8, 32),
+    _gcp("g2-standard-12", "L4", 1, 12, 48),
+    _gcp("g2-standard-16", "L4", 1, 16, 64),
+    _gcp("g2-standard-24", "L4", 2, 24, 96),
+    _gcp("g2-standard-32", "L4", 1, 32, 128),
+    _gcp("g2-standard-48", "L4", 4, 48, 192),
+    _gcp("g2-standard-96", "L4", 8, 96, 384),
+    _gcp("g4-standard-48", "RTX-PRO-6000", 1, 48, 180),
+    _gcp("g4-standard-96", "RTX-PRO-6000", 2, 96, 360),
+    _gcp("g4-standard-192", "RTX-PRO-6000", 4, 192, 720),
+    _gcp("g4-standard-384", "RTX-PRO-6000", 8, 384, 1440),
+]
+
+
+def _azure(name: str, model: str, gpus: int, price: float | None = None) -> InstanceType:
+    return InstanceType("azure", f"Standard_{name}", model, gpus, price)
+
+
+# Fractional-GPU sizes (NVadsA10 v5 below NV36) expose one virtual GPU to Kubernetes: counted as 1.
+_AZURE = [
+    _azure("NC4as_T4_v3", "T4", 1, 0.526),
+    _azure("NC8as_T4_v3", "T4", 1),
+    _azure("NC16as_T4_v3", "T4", 1),
+    _azure("NC64as_T4_v3", "T4", 4),
+    _azure("NC6s_v3", "V100", 1),
+    _azure("NC12s_v3", "V100", 2),
+    _azure("NC24s_v3", "V100", 4),
+    _azure("NC24rs_v3", "V100", 4),
+    _azure("ND40rs_v2", "V100", 8),
+    _azure("NC24ads_A100_v4", "A100-80GB", 1, 3.673),
+    _azure("NC48ads_A100_v4", "A100-80GB", 2),
+    _azure("NC96ads_A100_v4", "A100-80GB", 4),
+    _azure("ND96asr_v4", "A100-40GB", 8),
+    _azure("ND96amsr_A100_v4", "A100-80GB", 8, 32.77),
+    _azure("NC40ads_H100_v5", "H100-80GB", 1),
+    _azure("NC80adis_H100_v5", "H100-80GB", 2),
+    _azure("ND96isr_H100_v5", "H100-80GB", 8, 98.32),
+    _azure("ND96isr_H200_v5", "H200-141GB", 8),
+    _azure("ND128isr_NDR_GB200_v6", "GB200", 4),
+    _azure("NV6ads_A10_v5", "A10", 1),
+    _azure("NV12ads_A10_v5", "A10", 1),
+    _azure("NV18ads_A10_v5", "A10", 1),
+    _azure("NV36ads_A10_v5", "A10", 1),
+    _azure("NV36adms_A10_v5", "A10", 1),
+    _azure("NV72ads_A10_v5", "A10", 2),
+    _azure("NV12s_v3", "M60", 1),
+    _azure("NV24s_v3", "M60", 2),
+    _azure("NV48s_v3", "M60", 4),
+]
+
+INSTANCE_TYPES: dict[str, InstanceType] = {it.name: it for it in (*_AWS, *_GCP, *_AZURE)}
 
 # GKE accelerator label values (cloud.google.com/gke-accelerator).
 _GKE_ACCELERATORS = {
     "nvidia-tesla-t4": "T4",
     "nvidia-tesla-v100": "V100",
+    "nvidia-tesla-p100": "P100",
+    "nvidia-tesla-p4": "P4",
     "nvidia-tesla-a100": "A100-40GB",
     "nvidia-a100-80gb": "A100-80GB",
     "nvidia-l4": "L4",
     "nvidia-h100-80gb": "H100-80GB",
     "nvidia-h100-mega-80gb": "H100-80GB",
     "nvidia-h200-141gb": "H200-141GB",
+    "nvidia-b200": "B200",
+    "nvidia-gb200": "GB200",
+    "nvidia-rtx-pro-6000": "RTX-PRO-6000",
 }
 
 # Karpenter's karpenter.k8s.aws/instance-gpu-name values; A100 needs the memory label too.
@@ -90,19 +222,37 @@ _KARPENTER_GPU_NAMES = {
     "v100": "V100",
     "h100": "H100-80GB",
     "h200": "H200-141GB",
+    "b200": "B200",
+    "b300": "B300",
+    "gb200": "GB200",
+    "rtx-pro-6000": "RTX-PRO-6000",
 }
 
-# GPU Feature Discovery product names (NVML name, spaces -> '-'), matched by family pattern.
-_PRODUCT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+# GPU Feature Discovery product names (NVML name, spaces -> '-'), matched by family pattern,
+# most specific first (GB200 before B200, L40S before L40, A10G before A10).
+_PRODUCT_PATTERNS: list[tuple[re.Pattern[str], str | None]] = [
+    (re.compile(r"GH200"), None),  # Grace Hopper superchip: not an H200, not in the catalog
+    (re.compile(r"GB300"), "GB300"),
+    (re.compile(r"(^|-)B300($|-)"), "B300"),
+    (re.compile(r"GB200"), "GB200"),
+    (re.compile(r"(^|-)B200($|-)"), "B200"),
     (re.compile(r"H200"), "H200-141GB"),
     (re.compile(r"H100"), "H100-80GB"),
     (re.compile(r"A100.*80GB"), "A100-80GB"),
     (re.compile(r"A100"), "A100-40GB"),
+    (re.compile(r"RTX-PRO-6000"), "RTX-PRO-6000"),
+    (re.compile(r"RTX-6000-ADA"), "RTX-6000-Ada"),
     (re.compile(r"L40S"), "L40S"),
+    (re.compile(r"(^|-)L40($|-)"), "L40"),
     (re.compile(r"(^|-)L4($|-)"), "L4"),
     (re.compile(r"A10G"), "A10G"),
+    (re.compile(r"(^|-)A10($|-)"), "A10"),
+    (re.compile(r"(^|-)A16($|-)"), "A16"),
     (re.compile(r"T4($|-)"), "T4"),
     (re.compile(r"V100"), "V100"),
+    (re.compile(r"P100"), "P100"),
+    (re.compile(r"(^|-)P4($|-)"), "P4"),
+    (re.compile(r"M60"), "M60"),
 ]
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"

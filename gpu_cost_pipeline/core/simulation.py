@@ -1,7 +1,7 @@
 """A deterministic synthetic GPU cluster that produces Kubernetes API objects for any window.
 
 The cluster is a number of identical *groups* of nodes (group 0 also has the odd nodes: MIG single
-strategy and a GPU model the catalog does not know). Every node has pod *slots*; a slot runs a
+strategy and a current GPU, the RTX PRO 6000 Blackwell). Every node has pod *slots*; a slot runs a
 sequence of pods, one per epoch of a slot-specific length, each starting after a short gap and
 sometimes skipped, so pods start and end at arbitrary seconds and some GPUs sit idle. Everything
 is a pure function of (seed, time): the same window always yields the same objects, whichever

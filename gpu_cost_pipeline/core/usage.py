@@ -43,6 +43,10 @@ EXPERIMENT_LABELS = ("experiment-id", "gpu-autoscaler.io/experiment-id")
 COST_CENTER_LABELS = ("cost-center", "gpu-autoscaler.io/cost-center")
 
 CAPACITY_SPOT, CAPACITY_ON_DEMAND, CAPACITY_RESERVED = "spot", "on-demand", "reserved"
+# On-demand capacity covered by a term purchase (RIs, savings plans, GCP committed use, Azure
+# reservations): no cloud label says so, the node's owner does, with this label.
+COMMITMENT_LABEL = "gpu-autoscaler.io/commitment"
+COMMITMENT_CAPACITY = {"1yr": "committed-1yr", "3yr": "committed-3yr"}
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,15 @@ def _first_label(labels: Mapping[str, str], keys: Sequence[str]) -> str:
 
 
 def capacity_type_of(labels: Mapping[str, str]) -> str:
+    """Spot / on-demand / reserved from the cloud labels; on-demand nodes labelled with a
+    commitment (gpu-autoscaler.io/commitment: 1yr | 3yr) are committed-1yr / committed-3yr."""
+    capacity = _cloud_capacity_type(labels)
+    if capacity == CAPACITY_ON_DEMAND:
+        return COMMITMENT_CAPACITY.get(labels.get(COMMITMENT_LABEL, "").lower(), capacity)
+    return capacity
+
+
+def _cloud_capacity_type(labels: Mapping[str, str]) -> str:
     """Spot / on-demand / reserved from the label conventions of Karpenter, EKS, GKE, AKS."""
     karpenter = labels.get("karpenter.sh/capacity-type", "").lower()
     if karpenter in (CAPACITY_SPOT, CAPACITY_ON_DEMAND, CAPACITY_RESERVED):

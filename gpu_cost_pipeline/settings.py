@@ -88,6 +88,13 @@ def _utc_minute(raw: str) -> str:
     return raw.strip()
 
 
+def _host_port(raw: str) -> tuple[str, int]:
+    host, _, port = raw.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _Invalid("expected HOST:PORT, such as 0.0.0.0:9410")
+    return host.strip("[]"), int(port)  # [::1]:9410 → ::1
+
+
 def _database_url(raw: str) -> str:
     """A libpq connection URL or key=value string (psycopg's own parser decides)."""
     from psycopg.conninfo import conninfo_to_dict
@@ -205,6 +212,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Dagster instance (run history) used by `make run`, `make dev` and "
         "`gpu-autoscaler materialize`; its `dagster.yaml` may use PostgreSQL storage.",
     ),
+    Setting(
+        "GPU_COST_METRICS_ADDRESS", "metrics_address", ("127.0.0.1", 9410), "`127.0.0.1:9410`",
+        "Where `gpu-autoscaler metrics` serves Prometheus metrics, `HOST:PORT` (`0.0.0.0:9410` "
+        "in a container).",
+        _host_port,
+    ),
+    Setting(
+        "GPU_COST_METRICS_MAX_PODS", "metrics_max_pods", 20000, "`20000`",
+        "Most `gpu_autoscaler_pod_cost_usd` series per scrape; running pods beyond the most "
+        "expensive ones are summed under `pod=\"_other\"`.",
+        _integer(minimum=1),
+    ),
 )  # fmt: skip
 
 
@@ -230,6 +249,8 @@ class Settings:
     retention_days: int
     rollup_retention_days: int
     dagster_home: str | None
+    metrics_address: tuple[str, int]
+    metrics_max_pods: int
 
     def first_partition(self, now: datetime | None = None) -> str:
         """The configured first partition, else the 1st of the previous month (UTC)."""

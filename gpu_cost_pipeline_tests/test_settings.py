@@ -38,6 +38,8 @@ NON_DEFAULT = {
     "GPU_COST_RETENTION_DAYS": "30",
     "GPU_COST_ROLLUP_RETENTION_DAYS": "365",
     "DAGSTER_HOME": "/tmp/dagster-home",
+    "GPU_COST_METRICS_ADDRESS": "0.0.0.0:9500",
+    "GPU_COST_METRICS_MAX_PODS": "500",
 }
 
 INVALID = [
@@ -50,6 +52,8 @@ INVALID = [
     ("GPU_COST_UNKNOWN_GPU_PRICE", "nan", "expected a number ≥ 0"),
     ("GPU_COST_SIMULATED_SEED", "4.2", "expected an integer"),
     ("GPU_COST_KUBE_IN_CLUSTER", "maybe", "expected true, false or auto"),
+    ("GPU_COST_METRICS_ADDRESS", "9410", "expected HOST:PORT, such as 0.0.0.0:9410"),
+    ("GPU_COST_METRICS_ADDRESS", "0.0.0.0:99999", "expected HOST:PORT, such as 0.0.0.0:9410"),
     ("GPU_COST_PARTITION_START", "2026-11-01", "expected a UTC minute as YYYY-MM-DD-HH:MM"),
     ("GPU_COST_RETENTION_DAYS", "-5", "expected an integer ≥ 1"),
 ]

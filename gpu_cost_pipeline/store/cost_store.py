@@ -174,6 +174,7 @@ class CostStore(dg.ConfigurableResource):
                     ("gpu_cost_hourly", "hour", self.rollup_retention_days),
                     ("price_points", "effective_at", self.retention_days),
                     ("gpu_pods", "last_seen", self.retention_days),
+                    ("gpu_pod_cost_totals", "last_minute", self.retention_days),
                 ):
                     if timescale_mode and (
                         table in timescale.MINUTE_HYPERTABLES or table == timescale.HOURLY_AGGREGATE
@@ -292,6 +293,8 @@ class WindowWriter:
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
             (f"gpu_cost_pipeline:{self.cluster}:{table}",),
         )
+        if table == "gpu_cost":
+            self._subtract_pod_totals()
         cursor = self.conn.execute(
             sql.SQL("DELETE FROM {} WHERE cluster = %s AND {col} >= %s AND {col} < %s").format(
                 sql.Identifier(table), col=sql.Identifier(time_column)
@@ -307,7 +310,49 @@ class WindowWriter:
         self.clear(table, time_column)
         if frame.empty:
             return 0
-        return copy_frame(self.conn, table, frame.assign(cluster=self.cluster))
+        written = copy_frame(self.conn, table, frame.assign(cluster=self.cluster))
+        if table == "gpu_cost":
+            self._add_pod_totals(frame)
+        return written
+
+    # gpu_pod_cost_totals follows gpu_cost in the same transaction: what the window delete
+    # removes is subtracted first, what each chunk writes is added, so rewriting a window
+    # leaves every pod's total as if the window had been written once.
+    def _subtract_pod_totals(self) -> None:
+        self.conn.execute(
+            """
+            INSERT INTO gpu_pod_cost_totals AS t (cluster, pod_uid, cost_usd, last_minute)
+            SELECT cluster, pod_uid, -sum(cost_usd), max(minute) FROM gpu_cost
+            WHERE cluster = %s AND minute >= %s AND minute < %s AND NOT is_idle
+            GROUP BY cluster, pod_uid
+            ON CONFLICT (cluster, pod_uid) DO UPDATE SET cost_usd = t.cost_usd + EXCLUDED.cost_usd
+            """,
+            (self.cluster, self.start, self.end),
+        )
+
+    def _add_pod_totals(self, costs: pd.DataFrame) -> None:
+        pods = (
+            costs.loc[~costs["is_idle"]]
+            .groupby("pod_uid", sort=False)
+            .agg(cost_usd=("cost_usd", "sum"), last_minute=("minute", "max"))
+            .reset_index()
+        )
+        if pods.empty:
+            return
+        self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS gpu_pod_cost_incoming"
+            " (LIKE gpu_pod_cost_totals) ON COMMIT DELETE ROWS"
+        )
+        self.conn.execute("TRUNCATE gpu_pod_cost_incoming")  # earlier chunks of this window
+        copy_frame(self.conn, "gpu_pod_cost_incoming", pods.assign(cluster=self.cluster))
+        self.conn.execute(
+            """
+            INSERT INTO gpu_pod_cost_totals AS t SELECT * FROM gpu_pod_cost_incoming
+            ON CONFLICT (cluster, pod_uid) DO UPDATE SET
+                cost_usd = t.cost_usd + EXCLUDED.cost_usd,
+                last_minute = GREATEST(t.last_minute, EXCLUDED.last_minute)
+            """
+        )
 
     def upsert_pods(self, pods: pd.DataFrame) -> int:
         """Insert or refresh pod attribution rows; first/last seen widen, never shrink, and

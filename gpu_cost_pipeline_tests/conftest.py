@@ -47,3 +47,17 @@ def database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def store(database_url: str) -> CostStore:
     return CostStore(database_url=database_url)
+
+
+@pytest.fixture(scope="session")
+def monitored(server_url: str) -> Iterator:
+    """The last two hours of a simulated cluster in a store, `gpu-autoscaler metrics` serving
+    it, and a real Prometheus scraping that (see monitoring.py); shared by the exporter and
+    dashboard tests."""
+    from gpu_cost_pipeline_tests.monitoring import monitored_store
+
+    name = f"monitored_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with monitored_store(server_url.replace("/gpu_costs?", f"/{name}?")) as monitored:
+        yield monitored

@@ -41,7 +41,13 @@ dev: setup $(DAGSTER_HOME)/dagster.yaml
 	trap '$(BIN)/gpu-autoscaler db stop' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: setup
+# The exporter and dashboard tests scrape with a real Prometheus: Debian's package.
+PROMETHEUS := /usr/bin/prometheus
+$(PROMETHEUS):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+
+test: setup $(PROMETHEUS)
 	$(BIN)/pytest
 
 bench: setup

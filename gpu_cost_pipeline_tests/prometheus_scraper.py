@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -29,8 +30,11 @@ class Prometheus:
 
     def api(self, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=30) as answer:
-            body = json.load(answer)
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=30) as answer:
+                body = json.load(answer)
+        except urllib.error.HTTPError as error:  # 400/422: Prometheus says what is wrong
+            raise AssertionError(f"Prometheus {path} {params}: {error.read().decode()}") from None
         if body.get("status") != "success":
             raise AssertionError(f"Prometheus {path} {params}: {body}")
         return body["data"]

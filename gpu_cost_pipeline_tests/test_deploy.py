@@ -401,7 +401,5 @@ def test_the_image_lock_installs_into_a_clean_venv_as_the_dockerfile_does(tmp_pa
     assert cli.returncode == 0 and "--once" in cli.stdout, cli.stderr
     assert (venv / "bin" / "dagster").exists()
     site = next((venv / "lib").glob("python3.*/site-packages"))
-    assert (
-        site / "gpu_cost_pipeline" / "store" / "migrations" / "050_pod_cost_totals.sql"
-    ).exists()
+    assert (site / "gpu_cost_pipeline" / "store" / "migrations" / "050_cost_totals.sql").exists()
     assert not (site / "pytest").exists()

@@ -186,12 +186,14 @@ def test_an_unreachable_store_answers_store_up_0_without_the_password(monitored:
     assert "Very-s3cret" not in text
 
 
-def test_rewriting_a_window_keeps_every_pod_total_equal_to_its_rows(database_url: str):
-    """The per-pod totals the exporter reads follow rewrites and overlapping ranges exactly."""
+def test_rewriting_windows_keeps_every_total_equal_to_the_rows(database_url: str):
+    """The per-pod and per-cluster totals the exporter reads follow rewrites and overlapping
+    ranges exactly."""
     materialize_range(database_url, "2026-11-20-10:00", "2026-11-20-10:19", pods=30)
     materialize_range(database_url, "2026-11-20-10:10", "2026-11-20-10:29", pods=30)
     materialize_range(database_url, "2026-11-20-10:00", "2026-11-20-10:19", pods=30)
-    frame = CostStore(database_url=database_url).read_frame(
+    store = CostStore(database_url=database_url)
+    frame = store.read_frame(
         """
         SELECT t.pod_uid, t.cost_usd AS total, sums.cost_usd AS rows
         FROM gpu_pod_cost_totals AS t FULL JOIN
@@ -201,3 +203,16 @@ def test_rewriting_a_window_keeps_every_pod_total_equal_to_its_rows(database_url
     )
     assert len(frame) > 30
     assert frame["total"].to_numpy() == pytest.approx(frame["rows"].to_numpy())
+    cluster = store.read_frame(
+        """
+        SELECT t.cost_usd, t.spot_savings_usd, t.sharing_savings_usd, s.*
+        FROM gpu_cluster_cost_totals AS t JOIN
+            (SELECT cluster, sum(cost_usd) AS rows_cost,
+                    sum(on_demand_cost_usd - cost_usd) FILTER (WHERE NOT is_idle) AS rows_spot,
+                    sum(exclusive_cost_usd - cost_usd) FILTER (WHERE NOT is_idle) AS rows_sharing
+             FROM gpu_cost GROUP BY 1) AS s USING (cluster)
+        """
+    ).iloc[0]
+    assert [cluster.cost_usd, cluster.spot_savings_usd, cluster.sharing_savings_usd] == (
+        pytest.approx([cluster.rows_cost, cluster.rows_spot, cluster.rows_sharing])
+    )

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from gpu_cost_pipeline.store.cost_store import CostStore, StoreError, redact_url
-from gpu_cost_pipeline.store.schema import migrate
+from gpu_cost_pipeline.store.schema import _migration_files, migrate
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -52,6 +52,7 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
             "003_gpu_pods_seen_index",
             "004_price_lookup",
             "005_store_settings",
+            "050_cost_totals",
             "plain/002_hourly_rollup",
         ]
         tables = {
@@ -64,7 +65,9 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
     assert "gpu_cost_hourly" in tables
     assert migrate(lambda: psycopg.connect(store.database_url or "")) == "plain"  # no-op
     with psycopg.connect(store.database_url or "") as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
+            len(_migration_files("plain")),
+        )
 
 
 def run_concurrently(work, copies: int) -> list[Exception]:
@@ -91,7 +94,9 @@ def test_concurrent_processes_migrate_once(database_url: str):
 
     assert run_concurrently(run, 4) == []
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
+            len(_migration_files("plain")),
+        )
 
 
 def test_rewriting_a_window_replaces_it_and_touches_nothing_else(store: CostStore):

@@ -10,7 +10,7 @@ Cardinality is bounded by construction:
 - ``gpu_autoscaler_budget_percentage`` has one series per budget;
 - everything else has no labels, or a fixed set (``kind``).
 
-Every value is a gauge: it is a reading of the store, which re-pricing or retention can lower.
+Every value is a gauge: it is a reading of the store, which re-pricing a window can lower.
 When the store cannot be read, a scrape still answers, with ``store_up`` 0 and no cost series.
 """
 
@@ -31,7 +31,7 @@ OTHER_PODS = "_other"
 # name → (help, labels). The first five are the seed's names and labels, exactly.
 METRICS: dict[str, tuple[str, list[str]]] = {
     "gpu_autoscaler_total_cost_usd": (
-        "Total accumulated GPU cost in USD (pods and idle GPUs), over every hour kept.",
+        "Total accumulated GPU cost in USD (pods and idle GPUs) since costs were first stored.",
         [],
     ),
     "gpu_autoscaler_hourly_cost_rate_usd": (
@@ -44,7 +44,7 @@ METRICS: dict[str, tuple[str, list[str]]] = {
         ["namespace", "pod", "gpu_type", "capacity_type"],
     ),
     "gpu_autoscaler_total_savings_usd": (
-        "Total savings in USD over every hour kept, pods only: on-demand baseline minus actual "
+        "Total accumulated savings in USD, pods only: on-demand baseline minus actual "
         "(spot) plus exclusive baseline minus actual (GPU sharing).",
         [],
     ),

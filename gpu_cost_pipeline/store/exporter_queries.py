@@ -5,7 +5,7 @@ connection, each answered from an index or a rollup, whatever the history's leng
   in it, the part priced from estimates, the pods that ran;
 - the running pods' accumulated costs (the latest minute's rows joined to
   ``gpu_pod_cost_totals`` and ``gpu_pods``);
-- totals and savings over every retained hour (the hourly rollup);
+- the cluster's accumulated totals and savings (``gpu_cluster_cost_totals``, one row);
 - budget utilization from the budget status table, when it exists.
 """
 
@@ -36,7 +36,7 @@ class ExporterSnapshot:
     latest_minute: datetime | None = None  # start of the newest minute with cost rows
     latest_minute_cost_usd: float = 0.0  # pods + idle, that minute
     latest_minute_estimated_cost_usd: float = 0.0  # the part priced from estimates
-    total_cost_usd: float = 0.0  # every retained hour, pods + idle
+    total_cost_usd: float = 0.0  # accumulated, pods + idle
     spot_savings_usd: float = 0.0  # on-demand baseline − actual, pods only
     sharing_savings_usd: float = 0.0  # exclusive baseline − actual, pods only
     pods: list[PodCost] = field(default_factory=list)  # running in the latest minute
@@ -87,10 +87,8 @@ def _minute_costs(conn: psycopg.Connection, cluster: str, minute: datetime) -> t
 
 def _totals(conn: psycopg.Connection, cluster: str) -> tuple[float, float, float]:
     row = conn.execute(
-        "SELECT coalesce(sum(cost_usd), 0),"
-        " coalesce(sum(on_demand_cost_usd - cost_usd) FILTER (WHERE NOT is_idle), 0),"
-        " coalesce(sum(exclusive_cost_usd - cost_usd) FILTER (WHERE NOT is_idle), 0)"
-        " FROM gpu_cost_hourly WHERE cluster = %s",
+        "SELECT cost_usd, spot_savings_usd, sharing_savings_usd FROM gpu_cluster_cost_totals"
+        " WHERE cluster = %s",
         (cluster,),
     ).fetchone()
     return (float(row[0]), float(row[1]), float(row[2])) if row else (0.0, 0.0, 0.0)

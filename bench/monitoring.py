@@ -15,12 +15,7 @@ import statistics
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
-import dagster as dg
 import psycopg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 from prometheus_client import start_http_server
 
 from bench._common import (
@@ -40,6 +35,7 @@ from gpu_cost_pipeline_tests.grafana_queries import (
     panel_queries,
     variable_queries,
 )
+from gpu_cost_pipeline_tests.monitoring import materialize_range
 
 SCRAPE_PODS, DASHBOARD_PODS, DAYS = 10_000, 1_000, 30
 TARGET = Target("<=", 1, "s")
@@ -47,27 +43,7 @@ KEY_FORMAT = "%Y-%m-%d-%H:%M"
 
 
 def materialize(url: str, cluster: str, pods: int, first: datetime, last: datetime) -> None:
-    from gpu_cost_pipeline.defs.costs.assets import gpu_cost
-    from gpu_cost_pipeline.defs.pricing.assets import gpu_prices
-    from gpu_cost_pipeline.defs.pricing.resources import PriceCatalog
-    from gpu_cost_pipeline.defs.usage.assets import gpu_usage
-    from gpu_cost_pipeline.defs.usage.source import UsageSource
-    from gpu_cost_pipeline.store.cost_store import CostStore
-
-    result = dg.materialize(
-        [gpu_usage, gpu_prices, gpu_cost],
-        resources={
-            "store": CostStore(database_url=url),
-            "usage_source": UsageSource(cluster=cluster, simulated_gpu_pods=pods),
-            "prices": PriceCatalog(),
-        },
-        tags={
-            ASSET_PARTITION_RANGE_START_TAG: first.strftime(KEY_FORMAT),
-            ASSET_PARTITION_RANGE_END_TAG: last.strftime(KEY_FORMAT),
-        },
-        raise_on_error=True,
-    )
-    assert result.success
+    materialize_range(url, first.strftime(KEY_FORMAT), last.strftime(KEY_FORMAT), pods, cluster)
 
 
 def spread_rollups(url: str, cluster: str, hour: datetime) -> int:

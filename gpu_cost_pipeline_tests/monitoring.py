@@ -54,12 +54,15 @@ def materialize_recent(
     return first, last
 
 
-def materialize_range(database_url: str, first: str, last: str, pods: int = 40) -> None:
+def materialize_range(
+    database_url: str, first: str, last: str, pods: int = 40, cluster: str = CLUSTER
+) -> None:
+    """One range run of the cost assets over minute partitions ``first`` … ``last``."""
     result = dg.materialize(
         [gpu_usage, gpu_prices, gpu_cost],
         resources={
             "store": CostStore(database_url=database_url),
-            "usage_source": UsageSource(cluster=CLUSTER, simulated_gpu_pods=pods),
+            "usage_source": UsageSource(cluster=cluster, simulated_gpu_pods=pods),
             "prices": PriceCatalog(),
         },
         tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},

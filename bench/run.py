@@ -25,6 +25,7 @@ BENCHMARKS = (
     "backfill_day",
     "prometheus_backfill",
     "price_resolution",
+    "monitoring",
 )
 FIGURE_LINE = re.compile(r"^[a-z][a-z0-9_]*: -?\d+(\.\d+)? \S+( \(.*\))?$")
 

@@ -89,6 +89,13 @@ def _utc_minute(raw: str) -> str:
     return raw.strip()
 
 
+def _host_port(raw: str) -> tuple[str, int]:
+    host, _, port = raw.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _Invalid("expected HOST:PORT, such as 0.0.0.0:9410")
+    return host.strip("[]"), int(port)  # [::1]:9410 → ::1
+
+
 def _database_url(raw: str) -> str:
     """A libpq connection URL or key=value string (psycopg's own parser decides)."""
     from psycopg.conninfo import conninfo_to_dict
@@ -327,6 +334,18 @@ SETTINGS: tuple[Setting, ...] = (
         "GPU_COST_AZURE_OFFER_ID", "azure_offer_id", None, "(none)",
         "RateCard offer, such as `MS-AZR-0003P`.",
     ),
+    Setting(
+        "GPU_COST_METRICS_ADDRESS", "metrics_address", ("127.0.0.1", 9410), "`127.0.0.1:9410`",
+        "Where `gpu-autoscaler metrics` serves Prometheus metrics, `HOST:PORT` (`0.0.0.0:9410` "
+        "in a container).",
+        _host_port,
+    ),
+    Setting(
+        "GPU_COST_METRICS_MAX_PODS", "metrics_max_pods", 20000, "`20000`",
+        "Most `gpu_autoscaler_pod_cost_usd` series per scrape; running pods beyond the most "
+        "expensive ones are summed under `pod=\"_other\"`.",
+        _integer(minimum=1),
+    ),
 )  # fmt: skip
 
 
@@ -369,6 +388,8 @@ class Settings:
     azure_retail_url: str
     azure_subscription_id: str | None
     azure_offer_id: str | None
+    metrics_address: tuple[str, int]
+    metrics_max_pods: int
 
     def first_partition(self, now: datetime | None = None) -> str:
         """The configured first partition, else the 1st of the previous month (UTC)."""

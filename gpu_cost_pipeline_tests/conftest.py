@@ -65,3 +65,17 @@ def _forget_entered_dagster_instances() -> Iterator[None]:
     from dagster._core.storage.defs_state.base import _current_storage
 
     _current_storage.set(None)
+
+
+@pytest.fixture(scope="session")
+def monitored(server_url: str) -> Iterator:
+    """The last two hours of a simulated cluster in a store, `gpu-autoscaler metrics` serving
+    it, and a real Prometheus scraping that (see monitoring.py); shared by the exporter and
+    dashboard tests."""
+    from gpu_cost_pipeline_tests.monitoring import monitored_store
+
+    name = f"monitored_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with monitored_store(server_url.replace("/gpu_costs?", f"/{name}?")) as monitored:
+        yield monitored

@@ -55,6 +55,8 @@ NON_DEFAULT = {
     "GPU_COST_AZURE_RETAIL_URL": "http://127.0.0.1:9/retail",
     "GPU_COST_AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
     "GPU_COST_AZURE_OFFER_ID": "MS-AZR-0003P",
+    "GPU_COST_METRICS_ADDRESS": "0.0.0.0:9500",
+    "GPU_COST_METRICS_MAX_PODS": "500",
 }
 
 INVALID = [
@@ -67,6 +69,8 @@ INVALID = [
     ("GPU_COST_UNKNOWN_GPU_PRICE", "nan", "expected a number ≥ 0"),
     ("GPU_COST_SIMULATED_SEED", "4.2", "expected an integer"),
     ("GPU_COST_KUBE_IN_CLUSTER", "maybe", "expected true, false or auto"),
+    ("GPU_COST_METRICS_ADDRESS", "9410", "expected HOST:PORT, such as 0.0.0.0:9410"),
+    ("GPU_COST_METRICS_ADDRESS", "0.0.0.0:99999", "expected HOST:PORT, such as 0.0.0.0:9410"),
     ("GPU_COST_PARTITION_START", "2026-11-01", "expected a UTC minute as YYYY-MM-DD-HH:MM"),
     ("GPU_COST_RETENTION_DAYS", "-5", "expected an integer ≥ 1"),
     ("GPU_COST_PROMETHEUS_SELECTOR", "cluster=prod", "expected PromQL label matchers"),

@@ -72,7 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="running: exit 0 if the embedded server runs, 1 if not (for scripts).",
     )
     db.set_defaults(run=pipeline.run_db)
+
+    metrics = commands.add_parser(
+        "metrics",
+        help="Serve Prometheus metrics read from the store on every scrape "
+        "(address: $GPU_COST_METRICS_ADDRESS).",
+    )
+    metrics.add_argument("--once", action="store_true", help="Print one scrape on stdout and exit.")
+    metrics.set_defaults(run=_run_metrics)
     return parser
+
+
+def _run_metrics(args: argparse.Namespace) -> int:
+    from gpu_cost_pipeline.metrics.server import run_metrics  # prometheus_client only here
+
+    return run_metrics(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

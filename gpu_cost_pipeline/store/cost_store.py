@@ -174,6 +174,7 @@ class CostStore(dg.ConfigurableResource):
                     ("gpu_cost_hourly", "hour", self.rollup_retention_days),
                     ("price_points", "effective_at", self.retention_days),
                     ("gpu_pods", "last_seen", self.retention_days),
+                    ("gpu_pod_cost_totals", "last_minute", self.retention_days),
                 ):
                     if timescale_mode and (
                         table in timescale.MINUTE_HYPERTABLES or table == timescale.HOURLY_AGGREGATE
@@ -306,6 +307,8 @@ class WindowWriter:
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (f"gpu_cost_pipeline:{self.cluster}:{table}:{day}",),
             )
+        if table == "gpu_cost":
+            self._subtract_totals()
         cursor = self.conn.execute(
             sql.SQL("DELETE FROM {} WHERE cluster = %s AND {col} >= %s AND {col} < %s").format(
                 sql.Identifier(table), col=sql.Identifier(time_column)
@@ -321,7 +324,78 @@ class WindowWriter:
         self.clear(table, time_column)
         if frame.empty:
             return 0
-        return copy_frame(self.conn, table, frame.assign(cluster=self.cluster))
+        written = copy_frame(self.conn, table, frame.assign(cluster=self.cluster))
+        if table == "gpu_cost":
+            self._add_totals(frame)
+        return written
+
+    # gpu_pod_cost_totals and gpu_cluster_cost_totals follow gpu_cost in the same transaction:
+    # what the window delete removes is subtracted first, what each chunk writes is added, so
+    # rewriting a window leaves every total as if the window had been written once.
+    def _subtract_totals(self) -> None:
+        window = (self.cluster, self.start, self.end)
+        self.conn.execute(
+            """
+            INSERT INTO gpu_pod_cost_totals AS t (cluster, pod_uid, cost_usd, last_minute)
+            SELECT cluster, pod_uid, -sum(cost_usd), max(minute) FROM gpu_cost
+            WHERE cluster = %s AND minute >= %s AND minute < %s AND NOT is_idle
+            GROUP BY cluster, pod_uid
+            ON CONFLICT (cluster, pod_uid) DO UPDATE SET cost_usd = t.cost_usd + EXCLUDED.cost_usd
+            """,
+            window,
+        )
+        row = self.conn.execute(
+            """
+            SELECT coalesce(sum(cost_usd), 0),
+                   coalesce(sum(on_demand_cost_usd - cost_usd) FILTER (WHERE NOT is_idle), 0),
+                   coalesce(sum(exclusive_cost_usd - cost_usd) FILTER (WHERE NOT is_idle), 0)
+            FROM gpu_cost WHERE cluster = %s AND minute >= %s AND minute < %s
+            """,
+            window,
+        ).fetchone()
+        if row:
+            self._add_cluster_totals(-row[0], -row[1], -row[2])
+
+    def _add_totals(self, costs: pd.DataFrame) -> None:
+        pods = costs.loc[~costs["is_idle"]]
+        self._add_cluster_totals(
+            float(costs["cost_usd"].sum()),
+            float((pods["on_demand_cost_usd"] - pods["cost_usd"]).sum()),
+            float((pods["exclusive_cost_usd"] - pods["cost_usd"]).sum()),
+        )
+        per_pod = (
+            pods.groupby("pod_uid", sort=False)
+            .agg(cost_usd=("cost_usd", "sum"), last_minute=("minute", "max"))
+            .reset_index()
+        )
+        if per_pod.empty:
+            return
+        self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS gpu_pod_cost_incoming"
+            " (LIKE gpu_pod_cost_totals) ON COMMIT DELETE ROWS"
+        )
+        self.conn.execute("TRUNCATE gpu_pod_cost_incoming")  # earlier chunks of this window
+        copy_frame(self.conn, "gpu_pod_cost_incoming", per_pod.assign(cluster=self.cluster))
+        self.conn.execute(
+            """
+            INSERT INTO gpu_pod_cost_totals AS t SELECT * FROM gpu_pod_cost_incoming
+            ON CONFLICT (cluster, pod_uid) DO UPDATE SET
+                cost_usd = t.cost_usd + EXCLUDED.cost_usd,
+                last_minute = GREATEST(t.last_minute, EXCLUDED.last_minute)
+            """
+        )
+
+    def _add_cluster_totals(self, cost: float, spot: float, sharing: float) -> None:
+        self.conn.execute(
+            """
+            INSERT INTO gpu_cluster_cost_totals AS t VALUES (%s, %s, %s, %s)
+            ON CONFLICT (cluster) DO UPDATE SET
+                cost_usd = t.cost_usd + EXCLUDED.cost_usd,
+                spot_savings_usd = t.spot_savings_usd + EXCLUDED.spot_savings_usd,
+                sharing_savings_usd = t.sharing_savings_usd + EXCLUDED.sharing_savings_usd
+            """,
+            (self.cluster, cost, spot, sharing),
+        )
 
     def upsert_pods(self, pods: pd.DataFrame) -> int:
         """Insert or refresh pod attribution rows; first/last seen widen, never shrink, and

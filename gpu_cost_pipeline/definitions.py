@@ -13,12 +13,13 @@ from gpu_cost_pipeline.defs.jobs import gpu_cost_every_minute, gpu_cost_job
 from gpu_cost_pipeline.defs.maintenance import retention_daily, retention_job
 from gpu_cost_pipeline.defs.pricing.assets import gpu_prices
 from gpu_cost_pipeline.defs.resources import build_resources
+from gpu_cost_pipeline.defs.roi.assets import roi_job, roi_report, roi_report_daily
 from gpu_cost_pipeline.defs.usage.assets import gpu_usage
 
 defs = dg.Definitions(
-    assets=[gpu_usage, gpu_prices, gpu_cost],
-    jobs=[gpu_cost_job, retention_job],
-    schedules=[gpu_cost_every_minute, retention_daily],
+    assets=[gpu_usage, gpu_prices, gpu_cost, roi_report],
+    jobs=[gpu_cost_job, retention_job, roi_job],
+    schedules=[gpu_cost_every_minute, retention_daily, roi_report_daily],
     resources=build_resources(),
     # Every job here (the cost job, retention, and the asset jobs the UI builds for backfills)
     # runs its steps one after another anyway: one process saves a Python start-up per step,

@@ -45,6 +45,12 @@ NON_DEFAULT = {
     "GPU_COST_PROMETHEUS_PASSWORD": "pw-s3cret",
     "GPU_COST_PROMETHEUS_PASSWORD_FILE": "/var/run/secrets/prometheus/password",
     "GPU_COST_PROMETHEUS_SELECTOR": 'cluster="prod-us-east-1"',
+    "GPU_COST_INVESTMENT_MONTHLY_USD": "2500",
+    "GPU_COST_WASTE_BASELINE_SHARE": "0.35",
+    "GPU_COST_IDLE_UTILIZATION": "0.02",
+    "GPU_COST_UNDERUTILIZED_UTILIZATION": "0.5",
+    "GPU_COST_WASTE_MIN_HOURS": "4",
+    "GPU_COST_INTERRUPTIBLE_LABEL": "example.com/preemptible",
 }
 
 INVALID = [
@@ -60,6 +66,9 @@ INVALID = [
     ("GPU_COST_PARTITION_START", "2026-11-01", "expected a UTC minute as YYYY-MM-DD-HH:MM"),
     ("GPU_COST_RETENTION_DAYS", "-5", "expected an integer ≥ 1"),
     ("GPU_COST_PROMETHEUS_SELECTOR", "cluster=prod", "expected PromQL label matchers"),
+    ("GPU_COST_WASTE_BASELINE_SHARE", "35", "expected a fraction from 0 to 1"),
+    ("GPU_COST_UNDERUTILIZED_UTILIZATION", "nan", "expected a fraction from 0 to 1"),
+    ("GPU_COST_INVESTMENT_MONTHLY_USD", "-100", "expected a number ≥ 0"),
 ]
 
 

@@ -1,0 +1,61 @@
+-- ROI: the daily facts the roi_report asset derives from gpu_cost, and the report it stores.
+-- The hourly rollup has no pod, so per-pod recommendations need the minute rows once per day;
+-- every ROI report and `gpu-autoscaler optimize` then read these small daily tables.
+
+-- One row per (day, pod, node), plus one per (day, node) for its idle GPUs (pod_uid 'idle:node').
+CREATE TABLE roi_usage_daily (
+    day                 date             NOT NULL,
+    cluster             text             NOT NULL,
+    pod_uid             text             NOT NULL,
+    node                text             NOT NULL,
+    namespace           text             NOT NULL,
+    team                text             NOT NULL,
+    gpu_model           text             NOT NULL,
+    capacity_type       text             NOT NULL,
+    provider            text             NOT NULL,
+    region              text             NOT NULL,
+    sharing_mode        text             NOT NULL,
+    is_idle             boolean          NOT NULL,
+    gpu_share           double precision NOT NULL,  -- the largest share held in the day
+    minutes             bigint           NOT NULL,  -- cost rows (minutes with any seconds)
+    hours               double precision NOT NULL,  -- wall time: sum(seconds) / 3600
+    gpu_hours           double precision NOT NULL,
+    cost_usd            double precision NOT NULL,
+    on_demand_cost_usd  double precision NOT NULL,
+    exclusive_cost_usd  double precision NOT NULL,
+    measured_gpu_hours  double precision NOT NULL,  -- GPU-hours with a measured utilization
+    measured_cost_usd   double precision NOT NULL,  -- their cost
+    used_gpu_hours      double precision NOT NULL,  -- sum(gpu_hours × utilization)
+    unused_cost_usd     double precision NOT NULL,  -- measured: cost × (1 − utilization); idle: cost
+    max_utilization     double precision            -- null when never measured
+);
+CREATE INDEX roi_usage_daily_day ON roi_usage_daily (cluster, day);
+
+-- One row per (day, GPU model, capacity type): how many GPUs ran, minute by minute.
+CREATE TABLE roi_capacity_daily (
+    day            date             NOT NULL,
+    cluster        text             NOT NULL,
+    gpu_model      text             NOT NULL,
+    capacity_type  text             NOT NULL,
+    peak_gpus      double precision NOT NULL,  -- most GPUs present in any minute
+    min_gpus       double precision NOT NULL,  -- fewest in any covered minute (0 if absent in one)
+    peak_nodes     bigint           NOT NULL,
+    gpu_hours      double precision NOT NULL,  -- capacity run: pods' shares + idle GPUs
+    minutes        bigint           NOT NULL,  -- covered minutes in which this key ran
+    PRIMARY KEY (cluster, day, gpu_model, capacity_type)
+);
+
+-- The stored report of each day (exactly what `gpu-autoscaler cost --roi --format json` prints
+-- for that day), with its headline figures as columns for SQL readers such as Grafana.
+CREATE TABLE roi_reports (
+    day                date             NOT NULL,
+    cluster            text             NOT NULL,
+    covered_minutes    integer          NOT NULL,  -- minutes of the day that have cost rows
+    baseline_cost_usd  double precision NOT NULL,
+    actual_cost_usd    double precision NOT NULL,
+    total_savings_usd  double precision NOT NULL,
+    savings_percent    double precision NOT NULL,
+    report             jsonb            NOT NULL,
+    computed_at        timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (cluster, day)
+);

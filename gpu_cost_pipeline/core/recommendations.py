@@ -6,8 +6,9 @@ Kinds, and what each saves:
 
 - ``idle_gpus``: nodes whose GPUs sat held by no pod for at least ``min_hours`` GPU-hours; their
   idle cost.
-- ``gpu_sharing``: single whole-GPU pods whose highest measured utilization fits a MIG slice
-  (g/7 of the compute) or a time-slicing replica (1/2, 1/4); cost × (1 − slice share).
+- ``gpu_sharing``: single whole-GPU pods, not idle, whose highest measured utilization fits a
+  MIG slice (g/7 of the compute) or a time-slicing replica (1/2, 1/4); measured cost × (1 −
+  slice share).
 - ``underutilized_gpus``: pods whose mean measured utilization is below the threshold for at
   least ``min_hours`` (and that no slice fits); their allocated but unused cost,
   cost × (1 − utilization).
@@ -100,9 +101,9 @@ def assess_pods(usage: pd.DataFrame, settings: RecommendationSettings) -> pd.Dat
         fits = whole_single & ~mig_capable & (peak <= 1 / replicas)
         fraction[fits] = 1 / replicas
         slice_name[fits] = f"time-slicing, {replicas} replicas"
-    fits_slice = slice_name != ""
-
     idle = long_enough & (utilization < settings.idle_utilization)
+    fits_slice = (slice_name != "") & ~idle  # an idle pod should stop, not shrink
+    slice_name[~fits_slice] = ""
     underutilized = long_enough & (utilization < settings.underutilized_utilization)
     kind = np.select([idle, underutilized], ["idle", "underutilized"], "")
     action = np.select(

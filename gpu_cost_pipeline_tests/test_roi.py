@@ -293,18 +293,23 @@ def test_a_day_rewritten_by_dagster_in_a_subprocess_replaces_it_and_the_cli_prin
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == report
 
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert main(["cost", "--roi", *day]) == 0
-    table = capsys.readouterr().out
-    assert "Autoscaling" in table and f"${AUTOSCALING:,.2f}" in table
-    assert main(["cost", "--roi", *day, "--format", "csv"]) == 0
-    flat = capsys.readouterr().out
+    code, table, _ = run_cli(["cost", "--roi", *day], env, monkeypatch, capsys)
+    assert code == 0 and "Autoscaling" in table and f"${AUTOSCALING:,.2f}" in table
+    _, flat, _ = run_cli(["cost", "--roi", *day, "--format", "csv"], env, monkeypatch, capsys)
     assert f"savings.spot.savings_usd,{report['savings']['spot']['savings_usd']}" in flat
 
 
+def run_cli(args: list[str], env: dict, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The CLI in process (the subprocess form is tested above)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def test_a_three_day_cli_report_mixes_stored_and_derived_days(
-    scenario: CostStore, database_url: str
+    scenario: CostStore, database_url: str, monkeypatch, capsys
 ):
     """Day 1 stored, days 2-3 derived from the minute rows: the same figures as three stored
     days, and recommendations that need the three days' hours together."""
@@ -313,9 +318,11 @@ def test_a_three_day_cli_report_mixes_stored_and_derived_days(
     )
     env = {"GPU_COST_DATABASE_URL": database_url, "GPU_COST_CLUSTER": CLUSTER, **ROI_ENV}
     period = ["--from", DAYS[0].isoformat(), "--to", (DAYS[-1] + timedelta(days=1)).isoformat()]
-    done = cli("cost", "--roi", *period, "--format", "json", env=env)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    code, out, err = run_cli(
+        ["cost", "--roi", *period, "--format", "json"], env, monkeypatch, capsys
+    )
+    assert code == 0, err
+    report = json.loads(out)
     assert report["actual_cost_usd"] == pytest.approx(3 * ACTUAL)
     assert report["savings"]["autoscaling"]["savings_usd"] == pytest.approx(3 * AUTOSCALING)
     assert report["savings"]["sharing"]["savings_usd"] == pytest.approx(3 * SHARING)
@@ -335,9 +342,9 @@ def test_a_three_day_cli_report_mixes_stored_and_derived_days(
     assert sorted(found["idle_gpus"]["nodes"]) == ["a100-mig", "t4-idle"]
     assert "reserve_baseline" not in found  # 72 minutes are no steady baseline
 
-    optimize = cli("optimize", *period, "--format", "json", env=env)
-    assert optimize.returncode == 0, optimize.stderr
-    listed = json.loads(optimize.stdout)
+    code, out, err = run_cli(["optimize", *period, "--format", "json"], env, monkeypatch, capsys)
+    assert code == 0, err
+    listed = json.loads(out)
     assert [(g["kind"], g["node"]) for g in listed["gpus"]] == [
         ("unallocated", "a100-mig"),
         ("idle", "h100-0"),
@@ -346,8 +353,8 @@ def test_a_three_day_cli_report_mixes_stored_and_derived_days(
     assert listed["wasted_usd"] == pytest.approx(
         3 * (4.0 * HOURS * 6 / 7 + 2.0 * HOURS * 0.98 + 0.5 * HOURS)
     )
-    vision = cli("cost", "--roi", *period, "--team", "vision", "--format", "json", env=env)
-    by_team = json.loads(vision.stdout)
+    args = ["cost", "--roi", *period, "--team", "vision", "--format", "json"]
+    by_team = json.loads(run_cli(args, env, monkeypatch, capsys)[1])
     assert by_team["actual_cost_usd"] == pytest.approx(3 * (4.0 / 7 + 0.8 / 4) * HOURS)
     assert by_team["savings"]["autoscaling"]["included"] is False
 
@@ -369,9 +376,9 @@ def test_the_real_pipelines_costs_feed_the_report(database_url: str, store: Cost
     assert report["savings"]["sharing"]["by_mode"]["mig"]["savings_usd"] > 0
 
 
-def test_no_cost_data_is_a_clear_message(database_url: str):
+def test_no_cost_data_is_a_clear_message(database_url: str, monkeypatch, capsys):
     env = {"GPU_COST_DATABASE_URL": database_url, "GPU_COST_CLUSTER": "empty"}
-    done = cli("cost", "--roi", "--last", "7d", env=env)
-    assert done.returncode == 2 and "No cost data for cluster 'empty'" in done.stderr
-    done = cli("optimize", "--from", "2026-11-02", env=env)
-    assert done.returncode == 1 and "--from and --to go together" in done.stderr
+    code, _, err = run_cli(["cost", "--roi", "--last", "7d"], env, monkeypatch, capsys)
+    assert code == 2 and "No cost data for cluster 'empty'" in err
+    code, _, err = run_cli(["optimize", "--from", "2026-11-02"], env, monkeypatch, capsys)
+    assert code == 1 and "--from and --to go together" in err

@@ -36,12 +36,6 @@ from bench._common import (
 from bench.derive import PODS, USAGE_SETTINGS, observe
 
 DAYS = 30
-USAGE_COLUMNS = [
-    "cluster", "pod_uid", "node", "namespace", "team", "gpu_model", "capacity_type", "provider",
-    "region", "sharing_mode", "is_idle", "gpu_share", "minutes", "hours", "gpu_hours",
-    "cost_usd", "on_demand_cost_usd", "exclusive_cost_usd", "measured_gpu_hours",
-    "measured_cost_usd", "used_gpu_hours", "unused_cost_usd", "max_utilization",
-]  # fmt: skip
 
 
 def with_utilization(pods: pd.DataFrame) -> pd.DataFrame:
@@ -87,18 +81,27 @@ def copy_day_back(days: int) -> int:
     from gpu_cost_pipeline.settings import load_settings
     from gpu_cost_pipeline.store.cost_store import CostStore
 
+    from gpu_cost_pipeline.core.roi import POD_COLUMNS, SUMMARY_COLUMNS
+
     day = SIMULATED_DAY.date()
-    columns = ", ".join(USAGE_COLUMNS)
+    usage_columns = ["cluster", *POD_COLUMNS, "spans_days"]
+    columns = ", ".join(usage_columns)
     shifted = ", ".join(
         "CASE WHEN is_idle THEN pod_uid ELSE pod_uid || '~' || k END" if c == "pod_uid" else c
-        for c in USAGE_COLUMNS
+        for c in usage_columns
     )
+    summary = ", ".join(["cluster", *SUMMARY_COLUMNS])
     with CostStore.from_settings(load_settings()).connection() as conn, conn.transaction():
         series = "CROSS JOIN generate_series(1, %(back)s) AS k"
         params = {"day": day, "back": days - 1, "cluster": BENCH_CLUSTER}
         conn.execute(
             f"INSERT INTO roi_usage_daily (day, {columns}) SELECT day - k, {shifted}"
             f" FROM roi_usage_daily {series} WHERE cluster = %(cluster)s AND day = %(day)s",
+            params,
+        )
+        conn.execute(
+            f"INSERT INTO roi_summary_daily (day, {summary}) SELECT day - k, {summary}"
+            f" FROM roi_summary_daily {series} WHERE cluster = %(cluster)s AND day = %(day)s",
             params,
         )
         conn.execute(

@@ -23,8 +23,6 @@ from gpu_cost_pipeline.core.roi import (
     RoiFacts,
     RoiSettings,
     autoscaling_savings,
-    combine_facts,
-    filter_facts,
     roi_report,
     sharing_savings,
     spot_savings,
@@ -67,9 +65,9 @@ def usage_row(
         "region": "us-east-1",
         "sharing_mode": sharing,
         "is_idle": idle,
+        "pod_days": 1,
         "gpu_share": share,
         "max_utilization": (peak if peak is not None else utilization) if measured else None,
-        "minutes": round(hours * 60),
         "hours": hours,
         "gpu_hours": gpu_hours,
         "cost_usd": cost,
@@ -79,16 +77,21 @@ def usage_row(
         "measured_cost_usd": cost if measured else 0.0,
         "used_gpu_hours": gpu_hours * utilization if measured else 0.0,
         "unused_cost_usd": cost if idle else (cost * (1 - utilization) if measured else 0.0),
+        "unmeasured_cost_usd": 0.0 if idle or measured else cost,
         "pod": "" if idle else pod,
         "interruptible": interruptible,
-        "gpu_resource": "nvidia.com/gpu",
-        "gpu_requested": 1,
     }
 
 
 def facts_of(rows: list[dict], capacity: list[dict] | None = None, minutes: int = 1440) -> RoiFacts:
+    """The facts the store would read for these (pod, node) rows over ``minutes`` of data."""
+    frame = pd.DataFrame(rows)
+    summary = frame.assign(node=frame["node"].where(frame["is_idle"], ""))
+    unlabelled = frame[~frame["is_idle"] & (frame["team"] == "")]
     return RoiFacts(
-        usage=pd.DataFrame(rows),
+        summary=summary,
+        pods=frame,
+        unlabelled=unlabelled[["pod_uid", "namespace", "pod", "cost_usd"]],
         capacity=pd.DataFrame(capacity or [], columns=CAPACITY_COLUMNS),
         covered_minutes=minutes,
     )
@@ -136,7 +139,7 @@ def test_a_mig_pod_and_a_time_sliced_pod_save_exclusive_minus_shared():
     assert result["by_mode"]["time-slicing"]["savings_usd"] == pytest.approx(0.8 * 10 * 0.75)
     assert result["by_mode"]["mps"]["savings_usd"] == 0
     assert result["savings_usd"] == pytest.approx(21.0 + 6.0)
-    assert result["by_mode"]["mig"]["pods"] == 1
+    assert result["by_mode"]["mig"]["pod_days"] == 1
 
 
 def test_a_cluster_that_scaled_from_2_to_10_nodes_and_back():
@@ -208,41 +211,15 @@ def test_no_investment_or_no_savings_gives_no_payback():
     )
 
 
-def test_a_team_filter_leaves_out_idle_gpus_and_autoscaling():
-    rows = [
-        usage_row("a", hours=10, price=1.2, on_demand=4.0, capacity="spot", team="vision"),
-        usage_row("b", hours=10, price=1.2, on_demand=4.0, capacity="spot", team="nlp-team"),
-        usage_row("", hours=10, price=1.2, on_demand=4.0, capacity="spot", idle=True),
-    ]
-    facts = facts_of(rows, [pool("A100-80GB", "spot", 3, 3, 30, 1440)])
-    filtered = filter_facts(facts, "vision", None)
-    report = roi_report(
-        filtered, Period("c", DAY, DAY + timedelta(days=1), team="vision"), RoiSettings(), []
-    )
+def test_a_team_report_says_autoscaling_is_left_out():
+    # The store gives a team's facts without idle GPUs and capacity; the report says so.
+    rows = [usage_row("a", hours=10, price=1.2, on_demand=4.0, capacity="spot", team="vision")]
+    period = Period("c", DAY, DAY + timedelta(days=1), team="vision")
+    report = roi_report(facts_of(rows), period, RoiSettings(), [])
     assert report["actual_cost_usd"] == pytest.approx(12.0)
     assert report["savings"]["spot"]["savings_usd"] == pytest.approx(28.0)
-    assert report["savings"]["autoscaling"]["savings_usd"] == 0
     assert report["savings"]["autoscaling"]["included"] is False
-
-
-def test_combining_days_sums_per_pod_and_keeps_peaks_and_steady_minimums():
-    day1 = facts_of(
-        [usage_row("p", hours=2, price=2.0, utilization=0.5, peak=0.6)],
-        [pool("A100-80GB", "on-demand", 4, 2, 60, 1440)],
-    )
-    day2 = facts_of(
-        [usage_row("p", hours=3, price=2.0, utilization=0.1, peak=0.2)],
-        [pool("A100-80GB", "on-demand", 6, 3, 90, 1000)],  # absent for 440 covered minutes
-    )
-    both = combine_facts([day1, day2])
-    [pod] = both.usage.to_dict("records")
-    assert pod["hours"] == 5 and pod["cost_usd"] == pytest.approx(10.0)
-    assert pod["used_gpu_hours"] == pytest.approx(2 * 0.5 + 3 * 0.1)
-    assert pod["max_utilization"] == pytest.approx(0.6)
-    [capacity] = both.capacity.to_dict("records")
-    assert capacity["peak_gpus"] == 6 and capacity["gpu_hours"] == 150
-    assert capacity["min_gpus"] == 0  # some covered minute had none of these GPUs
-    assert both.covered_minutes == 2880
+    assert any("left out" in note for note in report["notes"])
 
 
 # --- recommendations --------------------------------------------------------------------------
@@ -365,6 +342,7 @@ def test_cost_with_no_team_label_names_its_namespaces_and_pods():
     assert rec["evidence"]["unattributed_cost_usd"] == pytest.approx(10.0)
     assert rec["evidence"]["share_of_pod_cost"] == pytest.approx(1 / 3)
     assert rec["pods"] == ["ml/b"] and rec["namespaces"] == ["ml"]
+    assert rec["evidence"]["pod_days"] == 1
 
 
 def test_recommendations_come_largest_saving_first():
@@ -375,3 +353,12 @@ def test_recommendations_come_largest_saving_first():
     ]
     kinds = [r["kind"] for r in recommend(facts_of(rows), SETTINGS)]
     assert kinds == ["spot_candidates", "idle_gpus", "unlabelled_team"]
+
+
+def test_an_idle_whole_gpu_is_told_to_stop_not_to_shrink():
+    idle = usage_row("idle", hours=10, price=4.0, utilization=0.01, peak=0.02)
+    found = by_kind(recommend(facts_of([idle]), SETTINGS))
+    assert "gpu_sharing" not in found
+    assert found["underutilized_gpus"]["period_savings_usd"] == pytest.approx(40 * 0.99)
+    [row] = optimize_rows(facts_of([idle]), SETTINGS).to_dict("records")
+    assert row["kind"] == "idle" and row["action"] == "stop it or scale to zero"

@@ -16,10 +16,9 @@ from rich.table import Table
 
 from gpu_cost_pipeline.cli.cost import period_bounds
 from gpu_cost_pipeline.core.recommendations import optimize_rows
-from gpu_cost_pipeline.core.roi import COMPONENT_TITLES, Period, RoiFacts, filter_facts
+from gpu_cost_pipeline.core.roi import COMPONENT_TITLES, Period, RoiFacts
 from gpu_cost_pipeline.defs.roi.resources import RoiConfig
 from gpu_cost_pipeline.settings import load_settings
-from gpu_cost_pipeline.store import roi as roi_store
 from gpu_cost_pipeline.store.cost_store import CostStore
 
 ROI_DEFAULT_LAST = timedelta(days=30)
@@ -28,21 +27,17 @@ OPTIMIZE_DEFAULT_LAST = timedelta(days=7)
 
 def _facts(args: argparse.Namespace, default_last: timedelta) -> tuple[RoiFacts, Period, RoiConfig]:
     settings = load_settings()
-    cluster = args.cluster or settings.cluster
     start, end = period_bounds(args, default_last)
+    period = Period(args.cluster or settings.cluster, start, end, args.team, args.namespace)
     config = RoiConfig.from_settings(settings)
-    store = CostStore.from_settings(settings)
-    with store.connection() as conn:
-        facts, derived_days = roi_store.period_facts(
-            conn, cluster, start, end, config.interruptible_label
-        )
-    notes = []
+    with CostStore.from_settings(settings).connection() as conn:
+        facts, derived_days = config.read_facts(conn, period)
     if derived_days:
-        notes.append(
+        period.notes.append(
             f"{derived_days} whole days were derived now from the minute rows (the roi_report "
             "asset has not stored them)."
         )
-    return facts, Period(cluster, start, end, args.team, args.namespace, notes), config
+    return facts, period, config
 
 
 def _no_data(period: Period) -> int:
@@ -220,11 +215,8 @@ def run_optimize(args: argparse.Namespace) -> int:
     facts, period, config = _facts(args, OPTIMIZE_DEFAULT_LAST)
     if facts.covered_minutes == 0:
         return _no_data(period)
-    facts = filter_facts(facts, period.team, period.namespace)
     rows = optimize_rows(facts, config.recommendation_settings())
-    unmeasured = facts.usage[
-        ~facts.usage["is_idle"].astype(bool) & (facts.usage["measured_gpu_hours"] == 0)
-    ]
+    unmeasured = facts.summary.loc[~facts.summary["is_idle"].astype(bool), "unmeasured_cost_usd"]
     summary = {
         "cluster": period.cluster,
         "start": period.start.isoformat(),
@@ -232,8 +224,7 @@ def run_optimize(args: argparse.Namespace) -> int:
         "covered_hours": facts.covered_minutes / 60,
         "wasted_usd": float(rows["wasted_usd"].sum()),
         "monthly_wasted_usd": float(rows["monthly_wasted_usd"].sum()),
-        "unmeasured_pods": len(unmeasured),
-        "unmeasured_cost_usd": float(unmeasured["cost_usd"].sum()),
+        "unmeasured_cost_usd": float(unmeasured.sum()),
     }
     shown = rows.head(args.limit) if args.limit else rows
     if args.format == "json":
@@ -294,9 +285,9 @@ def render_optimize(
         f"[bold]At stake:[/bold] {_usd(summary['wasted_usd'])} wasted in the period, "
         f"about {_usd(summary['monthly_wasted_usd'])} a month."
     )
-    if summary["unmeasured_pods"]:
+    if summary["unmeasured_cost_usd"]:
         console.print(
-            f"[yellow]{summary['unmeasured_pods']} pods ({_usd(summary['unmeasured_cost_usd'])}) "
-            "have no measured GPU utilization and cannot be judged: use the prometheus source "
-            "with the DCGM exporter.[/yellow]"
+            f"[yellow]{_usd(summary['unmeasured_cost_usd'])} of pod cost has no measured GPU "
+            "utilization and cannot be judged: use the prometheus source with the DCGM "
+            "exporter.[/yellow]"
         )

@@ -35,6 +35,8 @@ MIG_CAPABLE_MEMORY_GB = {"A100-40GB": 40, "A100-80GB": 80, "H100-80GB": 80, "H20
 MIG_SLICES = (1, 2, 3, 4)  # compute slices of the profiles smaller than a whole GPU
 _MIG_MEMORY_SLICES = {1: 1, 2: 2, 3: 4, 4: 4}  # memory eighths each profile gets
 TIME_SLICING_REPLICAS = (4, 2)
+# The largest share a slice recommendation can offer (4g = 4/7): a pod peaking above it fits none.
+LARGEST_SLICE = max(max(MIG_SLICES) / 7, 1 / min(TIME_SLICING_REPLICAS))
 HOURS_PER_MONTH = MONTH_DAYS * 24
 RESERVED_DISCOUNT_ESTIMATE = 0.30  # the low end of the seed's "typical 30-50 % vs on-demand"
 RESERVE_MIN_COVERED_MINUTES = 1440  # a steady baseline needs at least a day of data
@@ -68,11 +70,11 @@ def _monthly(facts: RoiFacts) -> float:
     return MONTH_DAYS / facts.covered_days if facts.covered_minutes else 0.0
 
 
-def assess_pods(usage: pd.DataFrame, settings: RecommendationSettings) -> pd.DataFrame:
-    """Every pod row (not idle GPUs) with its measured utilization and, vectorized: the smallest
-    slice that fits its highest utilization (name, share), whether it is idle or underutilized,
-    what to do, and the cost at stake."""
-    pods = usage[~usage["is_idle"].astype(bool)].copy()
+def assess_pods(pods: pd.DataFrame, settings: RecommendationSettings) -> pd.DataFrame:
+    """Every (pod, node) row with its measured utilization and, vectorized: the smallest slice
+    that fits its highest utilization (name, share), whether it is idle or underutilized, what
+    to do, and the cost at stake."""
+    pods = pods[~pods["is_idle"].astype(bool)].copy()
     share = pods["gpu_share"].to_numpy(dtype="float64")
     measured = pods["measured_gpu_hours"].to_numpy(dtype="float64")
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -131,9 +133,12 @@ def assess_pods(usage: pd.DataFrame, settings: RecommendationSettings) -> pd.Dat
     )
 
 
-def idle_node_gpus(usage: pd.DataFrame, settings: RecommendationSettings) -> pd.DataFrame:
+def idle_node_gpus(summary: pd.DataFrame, settings: RecommendationSettings) -> pd.DataFrame:
     """Nodes whose GPUs sat held by no pod for at least ``min_hours`` GPU-hours."""
-    idle = usage[usage["is_idle"].astype(bool)]
+    idle = summary[summary["is_idle"].astype(bool)]
+    idle = idle.groupby(["node", "gpu_model", "capacity_type"], as_index=False)[
+        ["hours", "gpu_hours", "cost_usd"]
+    ].sum()
     idle = idle[idle["gpu_hours"] >= settings.min_hours]
     return idle.assign(
         gpus=np.where(idle["hours"] > 0, idle["gpu_hours"] / idle["hours"], 0.0),
@@ -175,9 +180,9 @@ def _recommendation(
     }
 
 
-def _spot_prices(usage: pd.DataFrame) -> dict[tuple[str, str], float]:
+def _spot_prices(summary: pd.DataFrame) -> dict[tuple[str, str], float]:
     """Spot price per GPU-hour seen in the period, per (provider, GPU model)."""
-    spot = usage[usage["capacity_type"] == SPOT].groupby(["provider", "gpu_model"])
+    spot = summary[summary["capacity_type"] == SPOT].groupby(["provider", "gpu_model"])
     sums = spot[["cost_usd", "gpu_hours"]].sum()
     sums = sums[sums["gpu_hours"] > 0]
     return (sums["cost_usd"] / sums["gpu_hours"]).to_dict()
@@ -186,11 +191,11 @@ def _spot_prices(usage: pd.DataFrame) -> dict[tuple[str, str], float]:
 def recommend(facts: RoiFacts, settings: RecommendationSettings) -> list[dict]:
     """Every recommendation with a saving or an owner to find, largest monthly saving first."""
     monthly = _monthly(facts)
-    usage = facts.usage
-    pods = assess_pods(usage, settings)
+    summary = facts.summary
+    pods = assess_pods(facts.pods, settings)
     found: list[dict] = []
 
-    nodes = idle_node_gpus(usage, settings)
+    nodes = idle_node_gpus(summary, settings)
     if not nodes.empty:
         found.append(
             _recommendation(
@@ -257,46 +262,52 @@ def recommend(facts: RoiFacts, settings: RecommendationSettings) -> list[dict]:
             )
         )
 
-    found += _spot_candidates(pods, usage, monthly)
+    found += _spot_candidates(pods, summary, monthly)
     found += _reserve_baseline(facts)
-
-    unlabelled = pods[pods["team"] == ""]
-    if not unlabelled.empty:
-        cost = float(unlabelled["cost_usd"].sum())
-        found.append(
-            {
-                **_recommendation(
-                    "unlabelled_team",
-                    f"{len(unlabelled)} pods carry no team label",
-                    "Add the `team` label to these pods (or their namespaces' workloads) so "
-                    "their cost has an owner and budgets see it.",
-                    0.0,
-                    monthly,
-                    unlabelled,
-                    unlabelled["cost_usd"],
-                    {
-                        "unattributed_cost_usd": cost,
-                        "unattributed_monthly_usd": cost * monthly,
-                        "share_of_pod_cost": cost / float(pods["cost_usd"].sum())
-                        if pods["cost_usd"].sum() > 0
-                        else 0.0,
-                        "pods": len(unlabelled),
-                    },
-                ),
-                "namespaces": _top(unlabelled["namespace"], unlabelled["cost_usd"]),
-            }
-        )
+    found += _unlabelled_team(facts, monthly)
     found.sort(key=lambda r: (-r["estimated_monthly_savings_usd"], r["kind"]))
     return found
 
 
-def _spot_candidates(pods: pd.DataFrame, usage: pd.DataFrame, monthly: float) -> list[dict]:
+def _unlabelled_team(facts: RoiFacts, monthly: float) -> list[dict]:
+    pod_rows = facts.summary[~facts.summary["is_idle"].astype(bool)]
+    unlabelled = pod_rows[pod_rows["team"] == ""]
+    if unlabelled.empty:
+        return []
+    cost = float(unlabelled["cost_usd"].sum())
+    top = facts.unlabelled.assign(name=_pod_name(facts.unlabelled), team="")
+    return [
+        {
+            **_recommendation(
+                "unlabelled_team",
+                f"{int(unlabelled['pod_days'].sum())} pod-days carry no team label",
+                "Add the `team` label to these pods (or their namespaces' workloads) so "
+                "their cost has an owner and budgets see it.",
+                0.0,
+                monthly,
+                top,
+                top["cost_usd"],
+                {
+                    "unattributed_cost_usd": cost,
+                    "unattributed_monthly_usd": cost * monthly,
+                    "share_of_pod_cost": cost / float(pod_rows["cost_usd"].sum())
+                    if pod_rows["cost_usd"].sum() > 0
+                    else 0.0,
+                    "pod_days": int(unlabelled["pod_days"].sum()),
+                },
+            ),
+            "namespaces": _top(unlabelled["namespace"], unlabelled["cost_usd"]),
+        }
+    ]
+
+
+def _spot_candidates(pods: pd.DataFrame, summary: pd.DataFrame, monthly: float) -> list[dict]:
     candidates = pods[
         pods["interruptible"].fillna(False).astype(bool) & (pods["capacity_type"] != SPOT)
     ]
     if candidates.empty:
         return []
-    seen = _spot_prices(usage)
+    seen = _spot_prices(summary)
     estimates = EstimateSettings()
     spot_price, sources = [], []
     for row in candidates.itertuples(index=False):
@@ -340,9 +351,9 @@ def _reserve_baseline(facts: RoiFacts) -> list[dict]:
     ]
     if steady.empty:
         return []
-    usage = facts.usage[facts.usage["capacity_type"] == ON_DEMAND]
-    cost = usage.groupby("gpu_model")["cost_usd"].sum()
-    provider = usage.groupby("gpu_model")["provider"].agg(lambda p: p.mode().iloc[0])
+    on_demand = facts.summary[facts.summary["capacity_type"] == ON_DEMAND]
+    cost = on_demand.groupby("gpu_model")["cost_usd"].sum()
+    provider = on_demand.groupby("gpu_model")["provider"].agg(lambda p: p.mode().iloc[0])
     pools, saving = [], 0.0
     for row in steady.itertuples(index=False):
         on_demand = float(cost.get(row.gpu_model, 0.0)) / row.gpu_hours if row.gpu_hours else 0.0
@@ -400,11 +411,13 @@ def optimize_rows(facts: RoiFacts, settings: RecommendationSettings) -> pd.DataF
         "monthly_wasted_usd",
         "action",
     ]
-    pods = assess_pods(facts.usage, settings)
+    pods = assess_pods(facts.pods, settings)
     pods = pods[pods["kind"] != ""].assign(pod=lambda p: p["name"])
-    nodes = idle_node_gpus(facts.usage, settings).assign(
+    nodes = idle_node_gpus(facts.summary, settings).assign(
         kind="unallocated",
         pod="",
+        namespace="",
+        team="",
         utilization=np.nan,
         action="consolidate or scale down",
     )

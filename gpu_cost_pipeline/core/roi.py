@@ -18,7 +18,6 @@ function, its formula in its docstring and in the README:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,22 +28,13 @@ MONTH_DAYS = DAYS_PER_YEAR / 12  # 30.42: monthly figures are a twelfth of the a
 SHARED_MODES = ("mig", "mps", "time-slicing")
 SPOT = "spot"
 
-# Columns of the per-(pod, node) usage facts; sums over days add up, gpu_share and
-# max_utilization take the maximum.
-USAGE_KEYS = [
-    "pod_uid",
-    "node",
-    "namespace",
-    "team",
-    "gpu_model",
-    "capacity_type",
-    "provider",
-    "region",
-    "sharing_mode",
-    "is_idle",
-]
-USAGE_SUMS = [
-    "minutes",
+# What the store reads for a period, all summed over its days:
+# - pods: one row per (pod, node), POD_COLUMNS + POD_DETAILS, only the pods a recommendation may
+#   concern (the store narrows them with the same thresholds; recommendations decide);
+# - summary: SUMMARY_COLUMNS, per attribution and price key (node only for idle GPUs);
+# - unlabelled: the pods without a team label that cost most (pod_uid, namespace, pod, cost_usd);
+# - capacity: CAPACITY_COLUMNS, per (GPU model, capacity type).
+FACT_SUMS = [
     "hours",
     "gpu_hours",
     "cost_usd",
@@ -55,90 +45,51 @@ USAGE_SUMS = [
     "used_gpu_hours",
     "unused_cost_usd",
 ]
-USAGE_MAXIMA = ["gpu_share", "max_utilization"]
-# Per pod from the pod table (not summed): its name, whether it is marked interruptible, and
-# what it requested.
-POD_DETAILS = ["pod", "interruptible", "gpu_resource", "gpu_requested"]
-USAGE_COLUMNS = [*USAGE_KEYS, *USAGE_MAXIMA, *USAGE_SUMS]
+POD_KEYS = [
+    "pod_uid",
+    "node",
+    "namespace",
+    "team",
+    "gpu_model",
+    "capacity_type",
+    "provider",
+    "sharing_mode",
+    "is_idle",
+]
+POD_COLUMNS = [*POD_KEYS, "gpu_share", "max_utilization", *FACT_SUMS]
+POD_DETAILS = ["pod", "interruptible"]
+SUMMARY_KEYS = [
+    "namespace",
+    "team",
+    "gpu_model",
+    "capacity_type",
+    "provider",
+    "sharing_mode",
+    "is_idle",
+    "node",
+]
+SUMMARY_COLUMNS = [*SUMMARY_KEYS, "pod_days", *FACT_SUMS, "unmeasured_cost_usd"]
 CAPACITY_KEYS = ["gpu_model", "capacity_type"]
 CAPACITY_COLUMNS = [*CAPACITY_KEYS, "peak_gpus", "min_gpus", "peak_nodes", "gpu_hours", "minutes"]
 
 
 @dataclass(frozen=True)
 class RoiFacts:
-    """What the report needs about one stretch of time.
+    """What the report needs about a period (see the column lists above).
 
-    ``usage``: USAGE_COLUMNS (+ POD_DETAILS), one row per (pod, node) and per node's idle GPUs.
-    ``capacity``: CAPACITY_COLUMNS, one row per (GPU model, capacity type): most and fewest GPUs
-    present in any covered minute, most nodes, capacity GPU-hours run, minutes it ran.
-    ``covered_minutes``: minutes of the stretch that have cost data (the static cluster of the
+    ``covered_minutes``: minutes of the period that have cost data (the static cluster of the
     autoscaling baseline runs only then; un-materialized time claims nothing).
     """
 
-    usage: pd.DataFrame
+    summary: pd.DataFrame
+    pods: pd.DataFrame
+    unlabelled: pd.DataFrame
     capacity: pd.DataFrame
     covered_minutes: int
 
     @property
     def covered_days(self) -> float:
         return self.covered_minutes / 1440
-
-
-def combine_facts(parts: Sequence[RoiFacts]) -> RoiFacts:
-    """Facts of consecutive stretches (days) as the facts of their union."""
-    parts = [p for p in parts if p.covered_minutes or not p.usage.empty]
-    covered = sum(p.covered_minutes for p in parts)
-    usage_frames = [p.usage for p in parts if not p.usage.empty]
-    if not usage_frames:
-        usage = pd.DataFrame(columns=[*USAGE_COLUMNS, *POD_DETAILS])
-    else:
-        usage = pd.concat(usage_frames, ignore_index=True)
-        if len(usage_frames) > 1:
-            details = [c for c in POD_DETAILS if c in usage]
-            grouped = usage.groupby(USAGE_KEYS, sort=False, dropna=False)
-            usage = grouped.agg(
-                {
-                    **dict.fromkeys(USAGE_SUMS, "sum"),
-                    **dict.fromkeys(USAGE_MAXIMA, "max"),
-                    **dict.fromkeys(details, "last"),
-                }
-            ).reset_index()
-    capacity_frames = [p.capacity for p in parts if not p.capacity.empty]
-    if not capacity_frames:
-        capacity = pd.DataFrame(columns=CAPACITY_COLUMNS)
-    else:
-        capacity = (
-            pd.concat(capacity_frames, ignore_index=True)
-            .groupby(CAPACITY_KEYS, sort=True)
-            .agg(
-                peak_gpus=("peak_gpus", "max"),
-                min_gpus=("min_gpus", "min"),
-                peak_nodes=("peak_nodes", "max"),
-                gpu_hours=("gpu_hours", "sum"),
-                minutes=("minutes", "sum"),
-            )
-            .reset_index()
-        )
-        # A key absent in some covered minute had zero GPUs then.
-        capacity.loc[capacity["minutes"] < covered, "min_gpus"] = 0.0
-    return RoiFacts(usage=usage, capacity=capacity, covered_minutes=covered)
-
-
-def filter_facts(facts: RoiFacts, team: str | None, namespace: str | None) -> RoiFacts:
-    """Only the pods of a team and/or namespace. Idle GPUs and capacity belong to no team: they
-    drop out, and with them the autoscaling component (see ``cluster_wide``)."""
-    if team is None and namespace is None:
-        return facts
-    keep = ~facts.usage["is_idle"].astype(bool)
-    if team is not None:
-        keep &= facts.usage["team"] == team
-    if namespace is not None:
-        keep &= facts.usage["namespace"] == namespace
-    return RoiFacts(
-        usage=facts.usage[keep].reset_index(drop=True),
-        capacity=facts.capacity.iloc[0:0],
-        covered_minutes=facts.covered_minutes,
-    )
 
 
 @dataclass(frozen=True)
@@ -151,10 +102,10 @@ def _money(value: float) -> float:
     return float(value) if math.isfinite(value) else 0.0
 
 
-def spot_savings(usage: pd.DataFrame) -> dict:
+def spot_savings(summary: pd.DataFrame) -> dict:
     """On-demand cost − actual cost, over every row on spot capacity (pods and idle GPUs: the
     whole spot node is cheaper)."""
-    spot = usage[usage["capacity_type"] == SPOT]
+    spot = summary[summary["capacity_type"] == SPOT]
     on_demand, actual = spot["on_demand_cost_usd"].sum(), spot["cost_usd"].sum()
     return {
         "savings_usd": _money(on_demand - actual),
@@ -164,16 +115,16 @@ def spot_savings(usage: pd.DataFrame) -> dict:
     }
 
 
-def sharing_savings(usage: pd.DataFrame) -> dict:
+def sharing_savings(summary: pd.DataFrame) -> dict:
     """Exclusive cost − actual cost, over pod rows shared by MIG, MPS or time-slicing: what the
     same pods would have cost holding whole GPUs alone (at the prices they ran at)."""
-    shared = usage[~usage["is_idle"].astype(bool) & usage["sharing_mode"].isin(SHARED_MODES)]
+    shared = summary[~summary["is_idle"].astype(bool) & summary["sharing_mode"].isin(SHARED_MODES)]
     by_mode = {}
     for mode in SHARED_MODES:
         rows = shared[shared["sharing_mode"] == mode]
         by_mode[mode] = {
             "savings_usd": _money(rows["exclusive_cost_usd"].sum() - rows["cost_usd"].sum()),
-            "pods": int(rows["pod_uid"].nunique()),
+            "pod_days": int(rows["pod_days"].sum()),
             "gpu_hours": _money(rows["gpu_hours"].sum()),
         }
     exclusive, actual = shared["exclusive_cost_usd"].sum(), shared["cost_usd"].sum()
@@ -194,7 +145,7 @@ def autoscaling_savings(facts: RoiFacts) -> dict:
         price × (peak_gpus × covered_hours − gpu_hours_run),  price = Σ cost / gpu_hours_run
     """
     covered_hours = facts.covered_minutes / 60
-    cost_by_pool = facts.usage.groupby(CAPACITY_KEYS)["cost_usd"].sum()
+    cost_by_pool = facts.summary.groupby(CAPACITY_KEYS)["cost_usd"].sum()
     pools = []
     for row in facts.capacity.itertuples(index=False):
         cost = float(cost_by_pool.get((row.gpu_model, row.capacity_type), 0.0))
@@ -224,17 +175,17 @@ def autoscaling_savings(facts: RoiFacts) -> dict:
     }
 
 
-def waste_elimination(usage: pd.DataFrame, baseline_share: float) -> dict:
+def waste_elimination(summary: pd.DataFrame, baseline_share: float) -> dict:
     """Against the stated baseline (``baseline_share`` of the actual GPU spend idle or unused
     without idle detection): max(0, baseline_share × actual − current waste), where current
     waste = idle GPUs' cost (held by no pod) + allocated but unused cost (pod cost ×
     (1 − utilization), where utilization is measured; unmeasured pod time counts as used)."""
-    idle = usage["is_idle"].astype(bool)
-    actual = usage["cost_usd"].sum()
-    idle_cost = usage.loc[idle, "cost_usd"].sum()
-    unused_cost = usage.loc[~idle, "unused_cost_usd"].sum()
-    pod_gpu_hours = usage.loc[~idle, "gpu_hours"].sum()
-    measured = usage.loc[~idle, "measured_gpu_hours"].sum()
+    idle = summary["is_idle"].astype(bool)
+    actual = summary["cost_usd"].sum()
+    idle_cost = summary.loc[idle, "cost_usd"].sum()
+    unused_cost = summary.loc[~idle, "unused_cost_usd"].sum()
+    pod_gpu_hours = summary.loc[~idle, "gpu_hours"].sum()
+    measured = summary.loc[~idle, "measured_gpu_hours"].sum()
     baseline_waste = baseline_share * actual
     waste = idle_cost + unused_cost
     return {
@@ -243,10 +194,10 @@ def waste_elimination(usage: pd.DataFrame, baseline_share: float) -> dict:
         "baseline_waste_usd": _money(baseline_waste),
         "waste_cost_usd": _money(waste),
         "idle_cost_usd": _money(idle_cost),
-        "idle_gpu_hours": _money(usage.loc[idle, "gpu_hours"].sum()),
+        "idle_gpu_hours": _money(summary.loc[idle, "gpu_hours"].sum()),
         "allocated_unused_cost_usd": _money(unused_cost),
         "utilization_measured_share": _money(measured / pod_gpu_hours) if pod_gpu_hours else 0.0,
-        "mean_utilization": _money(usage.loc[~idle, "used_gpu_hours"].sum() / measured)
+        "mean_utilization": _money(summary.loc[~idle, "used_gpu_hours"].sum() / measured)
         if measured
         else None,
     }
@@ -291,16 +242,16 @@ def roi_report(
     facts: RoiFacts, period: Period, settings: RoiSettings, recommendations: list[dict]
 ) -> dict:
     """The whole report, JSON-ready and deterministic (the same facts give the same dict)."""
-    usage = facts.usage
+    summary = facts.summary
     cluster_wide = period.team is None and period.namespace is None
     components = {
-        "spot": spot_savings(usage),
-        "sharing": sharing_savings(usage),
+        "spot": spot_savings(summary),
+        "sharing": sharing_savings(summary),
         "autoscaling": autoscaling_savings(facts),
-        "waste_elimination": waste_elimination(usage, settings.waste_baseline_share),
+        "waste_elimination": waste_elimination(summary, settings.waste_baseline_share),
     }
     components["autoscaling"]["included"] = cluster_wide
-    actual = float(usage["cost_usd"].sum())
+    actual = float(summary["cost_usd"].sum())
     savings = sum(c["savings_usd"] for c in components.values())
     notes = list(period.notes)
     period_hours = (period.end - period.start).total_seconds() / 3600

@@ -2,36 +2,48 @@
 
 A day's facts are derived in the database (INSERT ... SELECT: the minute rows never leave the
 server) inside the caller's transaction, after the day is locked and cleared, so rewriting a day
-replaces it. Reports for any period read the stored days and derive the rest (days not
-materialized yet, today so far, partial days at the edges) the same way, from the minute rows.
+replaces it. A period's facts are read in the database too, from the stored days plus whatever
+is not stored (days not materialized yet, today so far, partial days at the edges) derived the
+same way from the minute rows, so that only small frames reach Python: per-key sums, per-model
+capacity, and the pods a recommendation may concern.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 import psycopg
 from psycopg import sql
 
+from gpu_cost_pipeline.core.recommendations import (
+    LARGEST_SLICE,
+    MAX_SUBJECTS,
+    RecommendationSettings,
+)
 from gpu_cost_pipeline.core.roi import (
     CAPACITY_COLUMNS,
-    USAGE_COLUMNS,
-    USAGE_KEYS,
+    FACT_SUMS,
+    POD_COLUMNS,
+    POD_KEYS,
+    SUMMARY_COLUMNS,
+    SUMMARY_KEYS,
     RoiFacts,
-    combine_facts,
 )
 from gpu_cost_pipeline.store.cost_store import read_frame
 
-_KEYS = ", ".join(USAGE_KEYS)
+_POD_KEYS = ", ".join(POD_KEYS)
+_POD_COLUMNS = ", ".join(POD_COLUMNS)
+_SUMMARY_KEYS = ", ".join(SUMMARY_KEYS)
+_SUMMARY_COLUMNS = ", ".join(SUMMARY_COLUMNS)
+_SUMS = ", ".join(f"sum({c}) AS {c}" for c in FACT_SUMS)
 
 # Per (pod, node) over [start, end) of the minute cost rows; idle rows have their own pod_uid.
-_USAGE_FROM_MINUTES = f"""
-    SELECT {_KEYS},
+_PODS_FROM_MINUTES = f"""
+    SELECT {_POD_KEYS},
            max(gpu_share) AS gpu_share,
            max(gpu_utilization) AS max_utilization,
-           count(*) AS minutes,
            sum(seconds) / 3600.0 AS hours,
            sum(gpu_share * seconds) / 3600.0 AS gpu_hours,
            sum(cost_usd) AS cost_usd,
@@ -43,10 +55,12 @@ _USAGE_FROM_MINUTES = f"""
                AS measured_cost_usd,
            coalesce(sum(gpu_utilization * gpu_share * seconds), 0) / 3600.0 AS used_gpu_hours,
            sum(CASE WHEN is_idle THEN cost_usd
-                    ELSE coalesce(cost_usd * (1 - gpu_utilization), 0) END) AS unused_cost_usd
+                    ELSE coalesce(cost_usd * (1 - gpu_utilization), 0) END) AS unused_cost_usd,
+           min(minute) AS first_minute,
+           max(minute) AS last_minute
     FROM gpu_cost
-    WHERE cluster = %(cluster)s AND minute >= %(start)s AND minute < %(end)s
-    GROUP BY {_KEYS}"""
+    WHERE cluster = %(cluster)s AND minute >= %(start)s AND minute < %(end)s{{filters}}
+    GROUP BY {_POD_KEYS}"""
 
 # Per (GPU model, capacity type): GPUs present minute by minute, over the minutes that have cost
 # rows (a minute whose costs were never derived claims nothing).
@@ -74,37 +88,15 @@ _COVERED_MINUTES = """
     SELECT count(DISTINCT minute) FROM gpu_cost
     WHERE cluster = %(cluster)s AND minute >= %(start)s AND minute < %(end)s"""
 
-# Stored days, summed per (pod, node) in the database.
-_USAGE_FROM_DAYS = f"""
-    SELECT {_KEYS},
-           max(gpu_share) AS gpu_share, max(max_utilization) AS max_utilization,
-           sum(minutes) AS minutes, sum(hours) AS hours, sum(gpu_hours) AS gpu_hours,
-           sum(cost_usd) AS cost_usd, sum(on_demand_cost_usd) AS on_demand_cost_usd,
-           sum(exclusive_cost_usd) AS exclusive_cost_usd,
-           sum(measured_gpu_hours) AS measured_gpu_hours,
-           sum(measured_cost_usd) AS measured_cost_usd, sum(used_gpu_hours) AS used_gpu_hours,
-           sum(unused_cost_usd) AS unused_cost_usd
-    FROM roi_usage_daily
-    WHERE cluster = %(cluster)s AND day = ANY(%(days)s)
-    GROUP BY {_KEYS}"""
-
-_CAPACITY_FROM_DAYS = """
-    SELECT gpu_model, capacity_type, max(peak_gpus) AS peak_gpus, min(min_gpus) AS min_gpus,
-           max(peak_nodes) AS peak_nodes, sum(gpu_hours) AS gpu_hours,
-           sum(minutes) AS minutes
-    FROM roi_capacity_daily
-    WHERE cluster = %(cluster)s AND day = ANY(%(days)s)
-    GROUP BY 1, 2"""
-
-# Each pod's name, what it requested and whether its labels mark it interruptible.
-_WITH_POD_DETAILS = """
-    SELECT f.*, coalesce(p.pod, '') AS pod,
-           coalesce(lower(p.labels ->> %(interruptible_label)s) IN ('true', 'yes', '1'), false)
-               AS interruptible,
-           coalesce(p.gpu_resource, '') AS gpu_resource,
-           coalesce(p.gpu_requested, 0) AS gpu_requested
-    FROM ({facts}) AS f
-    LEFT JOIN gpu_pods AS p ON p.cluster = %(cluster)s AND p.pod_uid = f.pod_uid"""
+# Per-(pod, node) rows summed per attribution and price key; the node only for idle GPUs.
+_SUMMARY_OF_ROWS = f"""
+    SELECT namespace, team, gpu_model, capacity_type, provider, sharing_mode, is_idle,
+           CASE WHEN is_idle THEN node ELSE '' END AS node, count(*) AS pod_days, {_SUMS},
+           sum(CASE WHEN NOT is_idle AND measured_gpu_hours = 0 THEN cost_usd ELSE 0 END)
+               AS unmeasured_cost_usd
+    FROM ({{rows}}) AS r
+    GROUP BY namespace, team, gpu_model, capacity_type, provider, sharing_mode, is_idle,
+             CASE WHEN is_idle THEN node ELSE '' END"""
 
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -112,30 +104,42 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def _lock_day(conn: psycopg.Connection, cluster: str, day: date) -> None:
+def store_day_facts(conn: psycopg.Connection, cluster: str, day: date) -> int:
+    """Replace the day's stored facts with ones derived from its minute rows, in the caller's
+    transaction, and register the day (its report is saved by ``save_report``); returns the
+    day's covered minutes."""
+    start, end = _day_bounds(day)
+    params = {"cluster": cluster, "start": start, "end": end, "day": day}
     conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
         (f"gpu_cost_pipeline:{cluster}:roi:{day.isoformat()}",),
     )
-
-
-def store_day_facts(conn: psycopg.Connection, cluster: str, day: date) -> int:
-    """Replace the day's stored facts with ones derived from its minute rows, in the caller's
-    transaction; returns the day's covered minutes."""
-    start, end = _day_bounds(day)
-    params = {"cluster": cluster, "start": start, "end": end, "day": day}
-    _lock_day(conn, cluster, day)
-    for table in ("roi_usage_daily", "roi_capacity_daily", "roi_reports"):
+    for table in ("roi_usage_daily", "roi_summary_daily", "roi_capacity_daily", "roi_reports"):
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE cluster = %(cluster)s AND day = %(day)s").format(
                 sql.Identifier(table)
             ),
             params,
         )
-    usage_columns = ", ".join(USAGE_COLUMNS)
+    # A pod that ran in the day's first or last minute, or was seen outside the day, may have
+    # rows on other days: period reads sum those across days.
     conn.execute(
-        f"INSERT INTO roi_usage_daily (day, cluster, {usage_columns})"
-        f" SELECT %(day)s, %(cluster)s, {usage_columns} FROM ({_USAGE_FROM_MINUTES}) AS f",
+        f"""
+        INSERT INTO roi_usage_daily (day, cluster, {_POD_COLUMNS}, spans_days)
+        SELECT %(day)s, %(cluster)s, {", ".join(f"f.{c}" for c in POD_COLUMNS)},
+               f.first_minute = %(start)s
+               OR f.last_minute >= %(end)s - interval '1 minute'
+               OR coalesce(p.first_seen < %(start)s OR p.last_seen >= %(end)s, false)
+        FROM ({_PODS_FROM_MINUTES.replace("{filters}", "")}) AS f
+        LEFT JOIN gpu_pods AS p ON p.cluster = %(cluster)s AND p.pod_uid = f.pod_uid
+        """,
+        params,
+    )
+    day_rows = "SELECT * FROM roi_usage_daily WHERE cluster = %(cluster)s AND day = %(day)s"
+    conn.execute(
+        f"INSERT INTO roi_summary_daily (day, cluster, {_SUMMARY_COLUMNS})"
+        f" SELECT %(day)s, %(cluster)s, {_SUMMARY_COLUMNS}"
+        f" FROM ({_SUMMARY_OF_ROWS.replace('{rows}', day_rows)}) AS s",
         params,
     )
     capacity_columns = ", ".join(CAPACITY_COLUMNS)
@@ -145,74 +149,37 @@ def store_day_facts(conn: psycopg.Connection, cluster: str, day: date) -> int:
         params,
     )
     row = conn.execute(_COVERED_MINUTES, params).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _facts(
-    conn: psycopg.Connection, usage_sql: str, capacity_sql: str, params: dict, covered: int
-) -> RoiFacts:
-    usage = read_frame(conn, sql.SQL(_WITH_POD_DETAILS.replace("{facts}", usage_sql)), params)
-    capacity = read_frame(conn, sql.SQL(capacity_sql), params)
-    # Summed over several stretches, a key that missed some covered minute had zero GPUs then.
-    capacity.loc[capacity["minutes"] < covered, "min_gpus"] = 0.0
-    return RoiFacts(usage=usage, capacity=capacity, covered_minutes=covered)
-
-
-def stored_facts(
-    conn: psycopg.Connection,
-    cluster: str,
-    days: Sequence[date],
-    covered_minutes: int,
-    interruptible_label: str,
-) -> RoiFacts:
-    """The stored facts of ``days``, summed per pod in the database."""
-    params = {
-        "cluster": cluster,
-        "days": list(days),
-        "interruptible_label": interruptible_label,
-    }
-    return _facts(conn, _USAGE_FROM_DAYS, _CAPACITY_FROM_DAYS, params, covered_minutes)
-
-
-def minute_facts(
-    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime, interruptible_label: str
-) -> RoiFacts:
-    """Facts of [start, end) derived now from the minute rows (nothing is stored)."""
-    params = {
-        "cluster": cluster,
-        "start": start,
-        "end": end,
-        "interruptible_label": interruptible_label,
-    }
-    row = conn.execute(_COVERED_MINUTES, params).fetchone()
     covered = int(row[0]) if row else 0
-    return _facts(conn, _USAGE_FROM_MINUTES, _CAPACITY_FROM_MINUTES, params, covered)
-
-
-def save_report(
-    conn: psycopg.Connection, cluster: str, day: date, covered_minutes: int, report: dict
-) -> None:
-    """Store the day's report (after ``store_day_facts`` in the same transaction)."""
     conn.execute(
         "INSERT INTO roi_reports (day, cluster, covered_minutes, baseline_cost_usd,"
         " actual_cost_usd, total_savings_usd, savings_percent, report)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        " VALUES (%s, %s, %s, 0, 0, 0, 0, '{}')",
+        (day, cluster, covered),
+    )
+    return covered
+
+
+def save_report(conn: psycopg.Connection, cluster: str, day: date, report: dict) -> None:
+    """Store the day's report (after ``store_day_facts``, in the same transaction)."""
+    conn.execute(
+        "UPDATE roi_reports SET baseline_cost_usd = %s, actual_cost_usd = %s,"
+        " total_savings_usd = %s, savings_percent = %s, report = %s, computed_at = now()"
+        " WHERE cluster = %s AND day = %s",
         (
-            day,
-            cluster,
-            covered_minutes,
             report["baseline_cost_usd"],
             report["actual_cost_usd"],
             report["total_savings_usd"],
             report["savings_percent"],
             json.dumps(report),
+            cluster,
+            day,
         ),
     )
 
 
 def delete_before(conn: psycopg.Connection, cluster: str, first_kept: date) -> None:
     """Retention: drop the cluster's ROI rows of days before ``first_kept``."""
-    for table in ("roi_usage_daily", "roi_capacity_daily", "roi_reports"):
+    for table in ("roi_usage_daily", "roi_summary_daily", "roi_capacity_daily", "roi_reports"):
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE cluster = %s AND day < %s").format(sql.Identifier(table)),
             (cluster, first_kept),
@@ -226,50 +193,6 @@ def stored_report(conn: psycopg.Connection, cluster: str, day: date) -> dict | N
     return row[0] if row else None
 
 
-def stored_days(conn: psycopg.Connection, cluster: str, first: date, last: date) -> dict[date, int]:
-    """Days in [first, last] with stored facts, and their covered minutes."""
-    rows = conn.execute(
-        "SELECT day, covered_minutes FROM roi_reports"
-        " WHERE cluster = %s AND day >= %s AND day <= %s",
-        (cluster, first, last),
-    ).fetchall()
-    return dict(rows)
-
-
-def period_facts(
-    conn: psycopg.Connection,
-    cluster: str,
-    start: datetime,
-    end: datetime,
-    interruptible_label: str,
-) -> tuple[RoiFacts, int]:
-    """Facts of [start, end): whole UTC days from the stored facts where the roi_report asset
-    wrote them, everything else (days not materialized, partial days) derived now from the
-    minute rows, one query per contiguous stretch. Returns the facts and how many whole days
-    were derived now."""
-    whole_first = (start + timedelta(days=1) - timedelta(microseconds=1)).date()
-    whole_end = end.date()  # exclusive
-    stored = stored_days(conn, cluster, whole_first, whole_end - timedelta(days=1))
-    parts: list[RoiFacts] = []
-    if stored:
-        parts.append(
-            stored_facts(conn, cluster, sorted(stored), sum(stored.values()), interruptible_label)
-        )
-    # The stretches outside the stored days, merged where contiguous.
-    cursor, stretches = start, []
-    for day in sorted(stored):
-        day_start, day_end = _day_bounds(day)
-        if cursor < day_start:
-            stretches.append((cursor, day_start))
-        cursor = day_end
-    if cursor < end:
-        stretches.append((cursor, end))
-    for stretch_start, stretch_end in stretches:
-        parts.append(minute_facts(conn, cluster, stretch_start, stretch_end, interruptible_label))
-    whole_days = max(0, (whole_end - whole_first).days)
-    return combine_facts(parts), whole_days - len(stored)
-
-
 def rollup_cost(conn: psycopg.Connection, cluster: str, start: datetime, end: datetime) -> float:
     """The hourly rollup's cost over whole hours [start, end) (the roi_report's check)."""
     row = conn.execute(
@@ -278,3 +201,186 @@ def rollup_cost(conn: psycopg.Connection, cluster: str, start: datetime, end: da
         (cluster, start, end),
     ).fetchone()
     return float(row[0]) if row else 0.0
+
+
+@dataclass
+class _Period:
+    """The SQL pieces of one period read: which days are stored, the stretches derived now."""
+
+    params: dict
+    filters: str  # " AND team = ... AND namespace = ..."
+    stretches: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+    def stored(self, table: str) -> str:
+        return f"SELECT * FROM {table} WHERE cluster = %(cluster)s AND day = ANY(%(days)s)" + (
+            self.filters
+        )
+
+    def live(self) -> str:
+        """Per-(pod, node) rows of the stretches not stored (every one may span days)."""
+        parts = [
+            _PODS_FROM_MINUTES.replace("{filters}", self.filters)
+            .replace("%(start)s", f"%(start{i})s")
+            .replace("%(end)s", f"%(end{i})s")
+            for i in range(len(self.stretches))
+        ]
+        if not parts:
+            return f"SELECT {_POD_COLUMNS} FROM roi_usage_daily WHERE false"
+        return " UNION ALL ".join(f"SELECT {_POD_COLUMNS} FROM ({p}) AS s" for p in parts)
+
+    def pieces(self, where: str = "") -> str:
+        """Rows of pods that may span days (stored and live), to be summed per pod."""
+        return (
+            f"SELECT {_POD_COLUMNS} FROM ({self.stored('roi_usage_daily')}) AS d"
+            f" WHERE spans_days AND NOT is_idle{where}"
+            f" UNION ALL SELECT {_POD_COLUMNS} FROM live WHERE NOT is_idle{where}"
+        )
+
+
+_PER_POD = f"""
+    SELECT {_POD_KEYS}, max(gpu_share) AS gpu_share, max(max_utilization) AS max_utilization,
+           {_SUMS}
+    FROM ({{pieces}}) AS pieces GROUP BY {_POD_KEYS}"""
+
+# The pods a recommendation may concern (recommendations decide; this only narrows, with the
+# same thresholds): measured long enough and below the utilization threshold or small enough
+# for a slice, or opted in to spot while not on spot.
+_CANDIDATE = """
+    (measured_gpu_hours > 0
+     AND measured_gpu_hours >= %(min_hours)s * gpu_share
+     AND (used_gpu_hours < %(underutilized)s * measured_gpu_hours
+          OR (sharing_mode = 'exclusive' AND abs(gpu_share - 1) < 1e-9
+              AND max_utilization <= %(largest_slice)s)))
+    OR (capacity_type <> 'spot' AND pod_uid IN (SELECT pod_uid FROM interruptible))"""
+
+
+def _period(
+    conn: psycopg.Connection,
+    cluster: str,
+    start: datetime,
+    end: datetime,
+    team: str | None,
+    namespace: str | None,
+) -> tuple[_Period, int, int]:
+    """Which whole days of [start, end) are stored; the rest becomes stretches derived now.
+    Returns the pieces, the covered minutes, and how many whole days were not stored."""
+    whole_first = (start + timedelta(days=1) - timedelta(microseconds=1)).date()
+    whole_end = end.date()  # exclusive
+    stored = dict(
+        conn.execute(
+            "SELECT day, covered_minutes FROM roi_reports"
+            " WHERE cluster = %s AND day >= %s AND day < %s",
+            (cluster, whole_first, whole_end),
+        ).fetchall()
+    )
+    params: dict = {"cluster": cluster, "days": sorted(stored), "start": start, "end": end}
+    filters = ""
+    for column, value in (("team", team), ("namespace", namespace)):
+        if value is not None:
+            filters += f" AND {column} = %({column})s"
+            params[column] = value
+    period = _Period(params, filters)
+    cursor = start
+    for day in sorted(stored):
+        day_start, day_end = _day_bounds(day)
+        if cursor < day_start:
+            period.stretches.append((cursor, day_start))
+        cursor = day_end
+    if cursor < end:
+        period.stretches.append((cursor, end))
+    covered = sum(stored.values())
+    for i, (stretch_start, stretch_end) in enumerate(period.stretches):
+        params[f"start{i}"], params[f"end{i}"] = stretch_start, stretch_end
+        row = conn.execute(
+            _COVERED_MINUTES, {"cluster": cluster, "start": stretch_start, "end": stretch_end}
+        ).fetchone()
+        covered += int(row[0]) if row else 0
+    return period, covered, max(0, (whole_end - whole_first).days) - len(stored)
+
+
+def period_facts(
+    conn: psycopg.Connection,
+    cluster: str,
+    start: datetime,
+    end: datetime,
+    interruptible_label: str,
+    thresholds: RecommendationSettings,
+    team: str | None = None,
+    namespace: str | None = None,
+) -> tuple[RoiFacts, int]:
+    """Facts of [start, end), optionally of one team and/or namespace (then without idle GPUs
+    and capacity: they belong to no team). Returns them and how many whole days were derived
+    now from the minute rows because the roi_report asset has not stored them."""
+    period, covered, derived_days = _period(conn, cluster, start, end, team, namespace)
+    params = {
+        **period.params,
+        "interruptible_label": interruptible_label,
+        "min_hours": thresholds.min_hours,
+        "underutilized": thresholds.underutilized_utilization,
+        "largest_slice": LARGEST_SLICE,
+        "top": MAX_SUBJECTS,
+    }
+    live = f"WITH live AS MATERIALIZED ({period.live()})"
+    interruptible = """,
+        interruptible AS (
+            SELECT pod_uid FROM gpu_pods
+            WHERE cluster = %(cluster)s AND last_seen >= %(start)s AND first_seen < %(end)s
+              AND lower(labels ->> %(interruptible_label)s) IN ('true', 'yes', '1'))"""
+    whole = (
+        f"SELECT {_POD_COLUMNS} FROM ({period.stored('roi_usage_daily')}) AS d"
+        " WHERE NOT spans_days AND NOT is_idle"
+    )
+    pods_sql = f"""{live}{interruptible}
+        SELECT c.*, coalesce(p.pod, '') AS pod, c.pod_uid IN (SELECT pod_uid FROM interruptible)
+               AS interruptible
+        FROM (SELECT * FROM ({whole} UNION ALL {_PER_POD.replace("{pieces}", period.pieces())})
+              AS u WHERE {_CANDIDATE}) AS c
+        LEFT JOIN gpu_pods AS p ON p.cluster = %(cluster)s AND p.pod_uid = c.pod_uid"""
+    summary_sql = f"""{live}
+        SELECT {_SUMMARY_KEYS}, sum(pod_days) AS pod_days, {_SUMS},
+               sum(unmeasured_cost_usd) AS unmeasured_cost_usd
+        FROM (SELECT {_SUMMARY_COLUMNS} FROM ({period.stored("roi_summary_daily")}) AS d
+              UNION ALL SELECT {_SUMMARY_COLUMNS}
+              FROM ({_SUMMARY_OF_ROWS.replace("{rows}", "SELECT * FROM live")}) AS l) AS s
+        GROUP BY {_SUMMARY_KEYS}"""
+    no_team = " AND team = ''"
+    unlabelled_sql = f"""{live}
+        SELECT u.pod_uid, u.namespace, coalesce(p.pod, '') AS pod, u.cost_usd
+        FROM (SELECT pod_uid, namespace, cost_usd FROM ({whole}) AS w WHERE team = ''
+              UNION ALL
+              SELECT pod_uid, namespace, sum(cost_usd) FROM ({period.pieces(no_team)}) AS x
+              GROUP BY pod_uid, namespace) AS u
+        LEFT JOIN gpu_pods AS p ON p.cluster = %(cluster)s AND p.pod_uid = u.pod_uid
+        ORDER BY u.cost_usd DESC, u.pod_uid LIMIT %(top)s"""
+    capacity = read_frame(conn, sql.SQL(_capacity_sql(period)), params)
+    if team is not None or namespace is not None:
+        capacity = capacity.iloc[0:0]
+    # Summed over several stretches, a key that missed some covered minute had zero GPUs then.
+    capacity.loc[capacity["minutes"] < covered, "min_gpus"] = 0.0
+    facts = RoiFacts(
+        summary=read_frame(conn, sql.SQL(summary_sql), params),
+        pods=read_frame(conn, sql.SQL(pods_sql), params),
+        unlabelled=read_frame(conn, sql.SQL(unlabelled_sql), params),
+        capacity=capacity,
+        covered_minutes=covered,
+    )
+    return facts, derived_days
+
+
+def _capacity_sql(period: _Period) -> str:
+    parts = [
+        "SELECT gpu_model, capacity_type, peak_gpus, min_gpus, peak_nodes, gpu_hours, minutes"
+        " FROM roi_capacity_daily WHERE cluster = %(cluster)s AND day = ANY(%(days)s)"
+    ]
+    for i in range(len(period.stretches)):
+        parts.append(
+            _CAPACITY_FROM_MINUTES.replace("%(start)s", f"%(start{i})s").replace(
+                "%(end)s", f"%(end{i})s"
+            )
+        )
+    union = " UNION ALL ".join(f"SELECT * FROM ({p}) AS c{i}" for i, p in enumerate(parts))
+    return f"""
+        SELECT gpu_model, capacity_type, max(peak_gpus) AS peak_gpus, min(min_gpus) AS min_gpus,
+               max(peak_nodes) AS peak_nodes, sum(gpu_hours) AS gpu_hours,
+               sum(minutes) AS minutes
+        FROM ({union}) AS c GROUP BY 1, 2"""

@@ -74,11 +74,13 @@ def write_day(store: CostStore, cluster: str, day: date, roi: RoiConfig) -> tupl
     """Derive, report and store one day in one transaction; returns the report and the hourly
     rollup's cost for the day (for the check)."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    period = Period(cluster, start, start + timedelta(days=1))
     with store.connection() as conn, conn.transaction():
-        covered = roi_store.store_day_facts(conn, cluster, day)
-        facts = roi_store.stored_facts(conn, cluster, [day], covered, roi.interruptible_label)
-        report = roi.report(facts, Period(cluster, start, start + timedelta(days=1)))
-        roi_store.save_report(conn, cluster, day, covered, report)
+        roi_store.store_day_facts(conn, cluster, day)
+        # Read back as any report reads a stored day, so `cost --roi` prints the same.
+        facts, _ = roi.read_facts(conn, period)
+        report = roi.report(facts, period)
+        roi_store.save_report(conn, cluster, day, report)
         roi_store.delete_before(
             conn, cluster, datetime.now(UTC).date() - timedelta(days=store.rollup_retention_days)
         )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dagster as dg
+import psycopg
 from pydantic import Field
 
 from gpu_cost_pipeline.core.recommendations import RecommendationSettings, recommend
-from gpu_cost_pipeline.core.roi import Period, RoiFacts, RoiSettings, filter_facts, roi_report
+from gpu_cost_pipeline.core.roi import Period, RoiFacts, RoiSettings, roi_report
 from gpu_cost_pipeline.settings import Settings
+from gpu_cost_pipeline.store import roi as roi_store
 
 
 class RoiConfig(dg.ConfigurableResource):
@@ -44,9 +46,21 @@ class RoiConfig(dg.ConfigurableResource):
             mig_convention=self.mig_convention,
         )
 
+    def read_facts(self, conn: psycopg.Connection, period: Period) -> tuple[RoiFacts, int]:
+        """The period's facts from the store (and how many whole days were derived now)."""
+        return roi_store.period_facts(
+            conn,
+            period.cluster,
+            period.start,
+            period.end,
+            self.interruptible_label,
+            self.recommendation_settings(),
+            period.team,
+            period.namespace,
+        )
+
     def report(self, facts: RoiFacts, period: Period) -> dict:
-        """The ROI report of ``period`` (its team/namespace filters applied to the facts)."""
-        facts = filter_facts(facts, period.team, period.namespace)
+        """The ROI report of ``period`` from its facts."""
         return roi_report(
             facts, period, self.roi_settings(), recommend(facts, self.recommendation_settings())
         )

@@ -13,11 +13,9 @@ CREATE TABLE roi_usage_daily (
     gpu_model           text             NOT NULL,
     capacity_type       text             NOT NULL,
     provider            text             NOT NULL,
-    region              text             NOT NULL,
     sharing_mode        text             NOT NULL,
     is_idle             boolean          NOT NULL,
     gpu_share           double precision NOT NULL,  -- the largest share held in the day
-    minutes             bigint           NOT NULL,  -- cost rows (minutes with any seconds)
     hours               double precision NOT NULL,  -- wall time: sum(seconds) / 3600
     gpu_hours           double precision NOT NULL,
     cost_usd            double precision NOT NULL,
@@ -27,9 +25,40 @@ CREATE TABLE roi_usage_daily (
     measured_cost_usd   double precision NOT NULL,  -- their cost
     used_gpu_hours      double precision NOT NULL,  -- sum(gpu_hours × utilization)
     unused_cost_usd     double precision NOT NULL,  -- measured: cost × (1 − utilization); idle: cost
-    max_utilization     double precision            -- null when never measured
+    max_utilization     double precision,           -- null when never measured
+    -- the pod ran in the day's first or last minute, or was seen before or after the day:
+    -- it may have rows on other days, so period reports sum it across days; every other row
+    -- is a whole pod on its own
+    spans_days          boolean          NOT NULL
 );
 CREATE INDEX roi_usage_daily_day ON roi_usage_daily (cluster, day);
+
+-- The day's usage facts summed per attribution and price key (node only for idle GPUs): what the
+-- savings components and totals of any period read, a few hundred rows per day.
+CREATE TABLE roi_summary_daily (
+    day                 date             NOT NULL,
+    cluster             text             NOT NULL,
+    namespace           text             NOT NULL,
+    team                text             NOT NULL,
+    gpu_model           text             NOT NULL,
+    capacity_type       text             NOT NULL,
+    provider            text             NOT NULL,
+    sharing_mode        text             NOT NULL,
+    is_idle             boolean          NOT NULL,
+    node                text             NOT NULL,  -- '' for pods
+    pod_days            bigint           NOT NULL,  -- (pod, node) rows summed
+    hours               double precision NOT NULL,
+    gpu_hours           double precision NOT NULL,
+    cost_usd            double precision NOT NULL,
+    on_demand_cost_usd  double precision NOT NULL,
+    exclusive_cost_usd  double precision NOT NULL,
+    measured_gpu_hours  double precision NOT NULL,
+    measured_cost_usd   double precision NOT NULL,
+    used_gpu_hours      double precision NOT NULL,
+    unused_cost_usd     double precision NOT NULL,
+    unmeasured_cost_usd double precision NOT NULL   -- cost of pod rows never measured
+);
+CREATE INDEX roi_summary_daily_day ON roi_summary_daily (cluster, day);
 
 -- One row per (day, GPU model, capacity type): how many GPUs ran, minute by minute.
 CREATE TABLE roi_capacity_daily (

@@ -78,12 +78,12 @@ def write_simulated_day() -> int:
 def copy_day_back(days: int) -> int:
     """The stored day's facts, report and pods as the ``days`` − 1 days before it; returns the
     usage fact rows stored in all."""
-    from gpu_cost_pipeline.core.roi import POD_COLUMNS, SUMMARY_COLUMNS
+    from gpu_cost_pipeline.core.roi import POD_COLUMNS, POD_DETAILS, SUMMARY_COLUMNS
     from gpu_cost_pipeline.settings import load_settings
     from gpu_cost_pipeline.store.cost_store import CostStore
 
     day = SIMULATED_DAY.date()
-    usage_columns = ["cluster", *POD_COLUMNS, "spans_days"]
+    usage_columns = ["cluster", *POD_COLUMNS, *POD_DETAILS, "spans_days"]
     columns = ", ".join(usage_columns)
     shifted = ", ".join(
         "CASE WHEN is_idle THEN pod_uid ELSE pod_uid || '~' || k END" if c == "pod_uid" else c

@@ -26,6 +26,7 @@ from gpu_cost_pipeline.core.roi import (
     CAPACITY_COLUMNS,
     FACT_SUMS,
     POD_COLUMNS,
+    POD_DETAILS,
     POD_KEYS,
     SUMMARY_COLUMNS,
     SUMMARY_KEYS,
@@ -61,6 +62,18 @@ _PODS_FROM_MINUTES = f"""
     FROM gpu_cost
     WHERE cluster = %(cluster)s AND minute >= %(start)s AND minute < %(end)s{{filters}}
     GROUP BY {_POD_KEYS}"""
+
+# The same with each pod's name and whether its labels mark it interruptible.
+_PODS_WITH_DETAILS = f"""
+    SELECT f.*, coalesce(p.pod, '') AS pod,
+           coalesce(lower(p.labels ->> %(interruptible_label)s) IN ('true', 'yes', '1'), false)
+               AS interruptible,
+           coalesce(f.first_minute = %(start)s
+                    OR f.last_minute >= %(end)s - interval '1 minute'
+                    OR p.first_seen < %(start)s OR p.last_seen >= %(end)s, true) AS spans_days
+    FROM ({_PODS_FROM_MINUTES}) AS f
+    LEFT JOIN gpu_pods AS p ON p.cluster = %(cluster)s AND p.pod_uid = f.pod_uid"""
+_STORED_POD_COLUMNS = ", ".join([*POD_COLUMNS, *POD_DETAILS, "spans_days"])
 
 # Per (GPU model, capacity type): GPUs present minute by minute, over the minutes that have cost
 # rows (a minute whose costs were never derived claims nothing).
@@ -104,12 +117,20 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def store_day_facts(conn: psycopg.Connection, cluster: str, day: date) -> int:
+def store_day_facts(
+    conn: psycopg.Connection, cluster: str, day: date, interruptible_label: str
+) -> int:
     """Replace the day's stored facts with ones derived from its minute rows, in the caller's
     transaction, and register the day (its report is saved by ``save_report``); returns the
     day's covered minutes."""
     start, end = _day_bounds(day)
-    params = {"cluster": cluster, "start": start, "end": end, "day": day}
+    params = {
+        "cluster": cluster,
+        "start": start,
+        "end": end,
+        "day": day,
+        "interruptible_label": interruptible_label,
+    }
     conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
         (f"gpu_cost_pipeline:{cluster}:roi:{day.isoformat()}",),
@@ -124,15 +145,9 @@ def store_day_facts(conn: psycopg.Connection, cluster: str, day: date) -> int:
     # A pod that ran in the day's first or last minute, or was seen outside the day, may have
     # rows on other days: period reads sum those across days.
     conn.execute(
-        f"""
-        INSERT INTO roi_usage_daily (day, cluster, {_POD_COLUMNS}, spans_days)
-        SELECT %(day)s, %(cluster)s, {", ".join(f"f.{c}" for c in POD_COLUMNS)},
-               f.first_minute = %(start)s
-               OR f.last_minute >= %(end)s - interval '1 minute'
-               OR coalesce(p.first_seen < %(start)s OR p.last_seen >= %(end)s, false)
-        FROM ({_PODS_FROM_MINUTES.replace("{filters}", "")}) AS f
-        LEFT JOIN gpu_pods AS p ON p.cluster = %(cluster)s AND p.pod_uid = f.pod_uid
-        """,
+        f"INSERT INTO roi_usage_daily (day, cluster, {_STORED_POD_COLUMNS})"
+        f" SELECT %(day)s, %(cluster)s, {_STORED_POD_COLUMNS}"
+        f" FROM ({_PODS_WITH_DETAILS.replace('{filters}', '')}) AS f",
         params,
     )
     day_rows = "SELECT * FROM roi_usage_daily WHERE cluster = %(cluster)s AND day = %(day)s"
@@ -217,29 +232,29 @@ class _Period:
         )
 
     def live(self) -> str:
-        """Per-(pod, node) rows of the stretches not stored (every one may span days)."""
+        """Per-(pod, node) rows of the stretches not stored, as roi_usage_daily holds them."""
         parts = [
-            _PODS_FROM_MINUTES.replace("{filters}", self.filters)
+            _PODS_WITH_DETAILS.replace("{filters}", self.filters)
             .replace("%(start)s", f"%(start{i})s")
             .replace("%(end)s", f"%(end{i})s")
             for i in range(len(self.stretches))
         ]
         if not parts:
-            return f"SELECT {_POD_COLUMNS} FROM roi_usage_daily WHERE false"
-        return " UNION ALL ".join(f"SELECT {_POD_COLUMNS} FROM ({p}) AS s" for p in parts)
+            return f"SELECT {_STORED_POD_COLUMNS} FROM roi_usage_daily WHERE false"
+        return " UNION ALL ".join(f"SELECT {_STORED_POD_COLUMNS} FROM ({p}) AS s" for p in parts)
 
     def pieces(self, where: str = "") -> str:
         """Rows of pods that may span days (stored and live), to be summed per pod."""
         return (
-            f"SELECT {_POD_COLUMNS} FROM ({self.stored('roi_usage_daily')}) AS d"
+            f"SELECT {_STORED_POD_COLUMNS} FROM ({self.stored('roi_usage_daily')}) AS d"
             f" WHERE spans_days AND NOT is_idle{where}"
-            f" UNION ALL SELECT {_POD_COLUMNS} FROM live WHERE NOT is_idle{where}"
+            f" UNION ALL SELECT {_STORED_POD_COLUMNS} FROM live WHERE NOT is_idle{where}"
         )
 
 
 _PER_POD = f"""
     SELECT {_POD_KEYS}, max(gpu_share) AS gpu_share, max(max_utilization) AS max_utilization,
-           {_SUMS}
+           {_SUMS}, max(pod) AS pod, bool_or(interruptible) AS interruptible
     FROM ({{pieces}}) AS pieces GROUP BY {_POD_KEYS}"""
 
 # The pods a recommendation may concern (recommendations decide; this only narrows, with the
@@ -251,7 +266,7 @@ _CANDIDATE = """
      AND (used_gpu_hours < %(underutilized)s * measured_gpu_hours
           OR (sharing_mode = 'exclusive' AND abs(gpu_share - 1) < 1e-9
               AND max_utilization <= %(largest_slice)s)))
-    OR (capacity_type <> 'spot' AND pod_uid IN (SELECT pod_uid FROM interruptible))"""
+    OR (capacity_type <> 'spot' AND interruptible)"""
 
 
 def _period(
@@ -321,21 +336,13 @@ def period_facts(
         "top": MAX_SUBJECTS,
     }
     live = f"WITH live AS MATERIALIZED ({period.live()})"
-    interruptible = """,
-        interruptible AS (
-            SELECT pod_uid FROM gpu_pods
-            WHERE cluster = %(cluster)s AND last_seen >= %(start)s AND first_seen < %(end)s
-              AND lower(labels ->> %(interruptible_label)s) IN ('true', 'yes', '1'))"""
     whole = (
-        f"SELECT {_POD_COLUMNS} FROM ({period.stored('roi_usage_daily')}) AS d"
-        " WHERE NOT spans_days AND NOT is_idle"
+        f"SELECT {_POD_COLUMNS}, pod, interruptible"
+        f" FROM ({period.stored('roi_usage_daily')}) AS d WHERE NOT spans_days AND NOT is_idle"
     )
-    pods_sql = f"""{live}{interruptible}
-        SELECT c.*, coalesce(p.pod, '') AS pod, c.pod_uid IN (SELECT pod_uid FROM interruptible)
-               AS interruptible
-        FROM (SELECT * FROM ({whole} UNION ALL {_PER_POD.replace("{pieces}", period.pieces())})
-              AS u WHERE {_CANDIDATE}) AS c
-        LEFT JOIN gpu_pods AS p ON p.cluster = %(cluster)s AND p.pod_uid = c.pod_uid"""
+    pods_sql = f"""{live}
+        SELECT * FROM ({whole} UNION ALL {_PER_POD.replace("{pieces}", period.pieces())}) AS c
+        WHERE {_CANDIDATE}"""
     summary_sql = f"""{live}
         SELECT {_SUMMARY_KEYS}, sum(pod_days) AS pod_days, {_SUMS},
                sum(unmeasured_cost_usd) AS unmeasured_cost_usd
@@ -345,13 +352,12 @@ def period_facts(
         GROUP BY {_SUMMARY_KEYS}"""
     no_team = " AND team = ''"
     unlabelled_sql = f"""{live}
-        SELECT u.pod_uid, u.namespace, coalesce(p.pod, '') AS pod, u.cost_usd
-        FROM (SELECT pod_uid, namespace, cost_usd FROM ({whole}) AS w WHERE team = ''
+        SELECT pod_uid, namespace, pod, cost_usd
+        FROM (SELECT pod_uid, namespace, pod, cost_usd FROM ({whole}) AS w WHERE team = ''
               UNION ALL
-              SELECT pod_uid, namespace, sum(cost_usd) FROM ({period.pieces(no_team)}) AS x
-              GROUP BY pod_uid, namespace) AS u
-        LEFT JOIN gpu_pods AS p ON p.cluster = %(cluster)s AND p.pod_uid = u.pod_uid
-        ORDER BY u.cost_usd DESC, u.pod_uid LIMIT %(top)s"""
+              SELECT pod_uid, namespace, max(pod), sum(cost_usd)
+              FROM ({period.pieces(no_team)}) AS x GROUP BY pod_uid, namespace) AS u
+        ORDER BY cost_usd DESC, pod_uid LIMIT %(top)s"""
     capacity = read_frame(conn, sql.SQL(_capacity_sql(period)), params)
     if team is not None or namespace is not None:
         capacity = capacity.iloc[0:0]

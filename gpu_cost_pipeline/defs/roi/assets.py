@@ -76,7 +76,7 @@ def write_day(store: CostStore, cluster: str, day: date, roi: RoiConfig) -> tupl
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     period = Period(cluster, start, start + timedelta(days=1))
     with store.connection() as conn, conn.transaction():
-        roi_store.store_day_facts(conn, cluster, day)
+        roi_store.store_day_facts(conn, cluster, day, roi.interruptible_label)
         # Read back as any report reads a stored day, so `cost --roi` prints the same.
         facts, _ = roi.read_facts(conn, period)
         report = roi.report(facts, period)

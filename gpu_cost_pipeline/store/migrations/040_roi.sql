@@ -26,12 +26,18 @@ CREATE TABLE roi_usage_daily (
     used_gpu_hours      double precision NOT NULL,  -- sum(gpu_hours × utilization)
     unused_cost_usd     double precision NOT NULL,  -- measured: cost × (1 − utilization); idle: cost
     max_utilization     double precision,           -- null when never measured
+    pod                 text             NOT NULL,  -- the pod's name ('' for idle GPUs)
+    -- labelled interruptible (GPU_COST_INTERRUPTIBLE_LABEL) when the day was derived
+    interruptible       boolean          NOT NULL,
     -- the pod ran in the day's first or last minute, or was seen before or after the day:
     -- it may have rows on other days, so period reports sum it across days; every other row
     -- is a whole pod on its own
     spans_days          boolean          NOT NULL
 );
 CREATE INDEX roi_usage_daily_day ON roi_usage_daily (cluster, day);
+-- Cost with no team label: the pods to name are a small part of the table.
+CREATE INDEX roi_usage_daily_unlabelled ON roi_usage_daily (cluster, day)
+    WHERE team = '' AND NOT is_idle;
 
 -- The day's usage facts summed per attribution and price key (node only for idle GPUs): what the
 -- savings components and totals of any period read, a few hundred rows per day.

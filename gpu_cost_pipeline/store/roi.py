@@ -336,13 +336,25 @@ def period_facts(
         "top": MAX_SUBJECTS,
     }
     live = f"WITH live AS MATERIALIZED ({period.live()})"
+    # One scan of the stored days: whole pods that are candidates, and every piece of a pod that
+    # may span days (summed with the live rows, then judged).
+    stored_rows = (
+        f"SELECT {_STORED_POD_COLUMNS} FROM ({period.stored('roi_usage_daily')}) AS d"
+        f" WHERE NOT is_idle AND (spans_days OR ({_CANDIDATE}))"
+    )
+    pieces = (
+        "SELECT * FROM stored_rows WHERE spans_days"
+        f" UNION ALL SELECT {_STORED_POD_COLUMNS} FROM live WHERE NOT is_idle"
+    )
+    pods_sql = f"""{live}, stored_rows AS MATERIALIZED ({stored_rows})
+        SELECT * FROM (
+            SELECT {_POD_COLUMNS}, pod, interruptible FROM stored_rows WHERE NOT spans_days
+            UNION ALL {_PER_POD.replace("{pieces}", pieces)}) AS c
+        WHERE {_CANDIDATE}"""
     whole = (
         f"SELECT {_POD_COLUMNS}, pod, interruptible"
         f" FROM ({period.stored('roi_usage_daily')}) AS d WHERE NOT spans_days AND NOT is_idle"
     )
-    pods_sql = f"""{live}
-        SELECT * FROM ({whole} UNION ALL {_PER_POD.replace("{pieces}", period.pieces())}) AS c
-        WHERE {_CANDIDATE}"""
     summary_sql = f"""{live}
         SELECT {_SUMMARY_KEYS}, sum(pod_days) AS pod_days, {_SUMS},
                sum(unmeasured_cost_usd) AS unmeasured_cost_usd

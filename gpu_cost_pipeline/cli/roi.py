@@ -228,13 +228,19 @@ def run_optimize(args: argparse.Namespace) -> int:
     }
     shown = rows.head(args.limit) if args.limit else rows
     if args.format == "json":
-        records = json.loads(shown.to_json(orient="records"))  # NaN → null
-        print(json.dumps({**summary, "gpus": records}, indent=2))
+        print(json_with_rows(summary, "gpus", shown))
     elif args.format == "csv":
         shown.to_csv(sys.stdout, index=False)
     else:
         render_optimize(shown, len(rows), summary, config, Console())
     return 0
+
+
+def json_with_rows(summary: dict, key: str, rows: pd.DataFrame) -> str:
+    """``summary`` plus ``key``: the rows, serialized by pandas (NaN as null; tens of
+    thousands of rows in a fraction of the time json.dumps takes)."""
+    text = json.dumps({**summary, key: None}, indent=2)
+    return text.replace(f'"{key}": null', f'"{key}": ' + rows.to_json(orient="records", indent=2))
 
 
 def render_optimize(

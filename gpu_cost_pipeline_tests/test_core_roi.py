@@ -362,3 +362,8 @@ def test_an_idle_whole_gpu_is_told_to_stop_not_to_shrink():
     assert found["underutilized_gpus"]["period_savings_usd"] == pytest.approx(40 * 0.99)
     [row] = optimize_rows(facts_of([idle]), SETTINGS).to_dict("records")
     assert row["kind"] == "idle" and row["action"] == "stop it or scale to zero"
+
+
+def test_nothing_to_optimize_is_an_empty_list():
+    busy = usage_row("busy", hours=10, price=4.0, utilization=0.9)
+    assert optimize_rows(facts_of([busy]), SETTINGS).empty

@@ -188,6 +188,7 @@ def test_definitions_load():
         "gpu_pod_usage",
         "gpu_prices",
         "gpu_cost",
+        "roi_report",
     }
 
 

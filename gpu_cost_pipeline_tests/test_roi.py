@@ -295,6 +295,12 @@ def test_a_day_rewritten_by_dagster_in_a_subprocess_replaces_it_and_the_cli_prin
 
     code, table, _ = run_cli(["cost", "--roi", *day], env, monkeypatch, capsys)
     assert code == 0 and "Autoscaling" in table and f"${AUTOSCALING:,.2f}" in table
+    code, detailed, _ = run_cli(
+        ["cost", "--roi", *day, "--format", "detailed"], env, monkeypatch, capsys
+    )
+    assert code == 0 and "Sharing by mode" in detailed and "H100-80GB" in detailed
+    code, listed, err = run_cli(["optimize", *day], env, monkeypatch, capsys)
+    assert code == 0 and "At stake" in listed, err
     _, flat, _ = run_cli(["cost", "--roi", *day, "--format", "csv"], env, monkeypatch, capsys)
     assert f"savings.spot.savings_usd,{report['savings']['spot']['savings_usd']}" in flat
 

@@ -202,11 +202,14 @@ def _render_details(report: dict, console: Console) -> None:
         )
     console.print(pools)
     modes = Table(title="Sharing by mode", title_justify="left")
-    for column in ("Mode", "Pods", "GPU-hours", "Saved"):
+    for column in ("Mode", "Pod-days", "GPU-hours", "Saved"):
         modes.add_column(column, justify="left" if column == "Mode" else "right")
     for mode, figures in report["savings"]["sharing"]["by_mode"].items():
         modes.add_row(
-            mode, str(figures["pods"]), f"{figures['gpu_hours']:,.1f}", _usd(figures["savings_usd"])
+            mode,
+            str(figures["pod_days"]),
+            f"{figures['gpu_hours']:,.1f}",
+            _usd(figures["savings_usd"]),
         )
     console.print(modes)
 

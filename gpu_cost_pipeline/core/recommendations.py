@@ -421,9 +421,10 @@ def optimize_rows(facts: RoiFacts, settings: RecommendationSettings) -> pd.DataF
         utilization=np.nan,
         action="consolidate or scale down",
     )
-    rows = pd.concat([frame for frame in (nodes, pods) if not frame.empty], ignore_index=True)
-    if rows.empty:
+    found = [frame for frame in (nodes, pods) if not frame.empty]
+    if not found:
         return pd.DataFrame(columns=columns)
+    rows = pd.concat(found, ignore_index=True)
     rows["monthly_wasted_usd"] = rows["wasted_usd"] * monthly
     rows = rows.sort_values(["wasted_usd", "node", "pod"], ascending=[False, True, True])
     return rows[columns].reset_index(drop=True)

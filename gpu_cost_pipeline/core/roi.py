@@ -45,29 +45,12 @@ FACT_SUMS = [
     "used_gpu_hours",
     "unused_cost_usd",
 ]
-POD_KEYS = [
-    "pod_uid",
-    "node",
-    "namespace",
-    "team",
-    "gpu_model",
-    "capacity_type",
-    "provider",
-    "sharing_mode",
-    "is_idle",
-]
+# Attribution and price key, shared by the pod rows and the summary.
+_KEYS = ["namespace", "team", "gpu_model", "capacity_type", "provider", "sharing_mode", "is_idle"]
+POD_KEYS = ["pod_uid", "node", *_KEYS]
 POD_COLUMNS = [*POD_KEYS, "gpu_share", "max_utilization", *FACT_SUMS]
 POD_DETAILS = ["pod", "interruptible"]
-SUMMARY_KEYS = [
-    "namespace",
-    "team",
-    "gpu_model",
-    "capacity_type",
-    "provider",
-    "sharing_mode",
-    "is_idle",
-    "node",
-]
+SUMMARY_KEYS = [*_KEYS, "node"]  # node: '' for pods, the node for its idle GPUs
 SUMMARY_COLUMNS = [*SUMMARY_KEYS, "pod_days", *FACT_SUMS, "unmeasured_cost_usd"]
 CAPACITY_KEYS = ["gpu_model", "capacity_type"]
 CAPACITY_COLUMNS = [*CAPACITY_KEYS, "peak_gpus", "min_gpus", "peak_nodes", "gpu_hours", "minutes"]

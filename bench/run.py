@@ -26,6 +26,7 @@ BENCHMARKS = (
     "prometheus_backfill",
     "price_resolution",
     "monitoring",
+    "roi",
 )
 FIGURE_LINE = re.compile(r"^[a-z][a-z0-9_]*: -?\d+(\.\d+)? \S+( \(.*\))?$")
 

@@ -15,13 +15,14 @@ from gpu_cost_pipeline.defs.maintenance import retention_daily, retention_job
 from gpu_cost_pipeline.defs.pricing.assets import gpu_prices
 from gpu_cost_pipeline.defs.pricing.books import PRICE_BOOK_SCHEDULES, PRICE_BOOKS
 from gpu_cost_pipeline.defs.resources import build_resources
+from gpu_cost_pipeline.defs.roi.assets import roi_job, roi_report, roi_report_daily
 from gpu_cost_pipeline.defs.usage.assets import gpu_usage
 from gpu_cost_pipeline.settings import load_settings
 
 defs = dg.Definitions(
-    assets=[gpu_usage, gpu_prices, gpu_cost, *PRICE_BOOKS],
-    jobs=[gpu_cost_job, retention_job],
-    schedules=[gpu_cost_every_minute, retention_daily, *PRICE_BOOK_SCHEDULES],
+    assets=[gpu_usage, gpu_prices, gpu_cost, *PRICE_BOOKS, roi_report],
+    jobs=[gpu_cost_job, retention_job, roi_job],
+    schedules=[gpu_cost_every_minute, retention_daily, *PRICE_BOOK_SCHEDULES, roi_report_daily],
     sensors=[build_catch_up_sensor(load_settings().catch_up_hours)],
     resources=build_resources(),
     # Every job here (the cost job, retention, and the asset jobs the UI builds for backfills)

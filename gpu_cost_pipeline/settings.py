@@ -121,6 +121,16 @@ def _http_url(raw: str) -> str:
     return raw.strip().rstrip("/")
 
 
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # also refuses nan
+        raise _Invalid("expected a fraction from 0 to 1, such as 0.30")
+    return value
+
+
 _MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(\\.|[^"\\])*"\s*'
 _MATCHERS = re.compile(f"^{_MATCHER}(,{_MATCHER})*$")
 
@@ -346,6 +356,42 @@ SETTINGS: tuple[Setting, ...] = (
         "expensive ones are summed under `pod=\"_other\"`.",
         _integer(minimum=1),
     ),
+    Setting(
+        "GPU_COST_INVESTMENT_MONTHLY_USD", "investment_monthly_usd", 0.0, "`0`",
+        "What the autoscaler itself costs per month (its nodes, licences, people), in USD: the "
+        "ROI report's payback days and net annual savings are computed against it.",
+        _non_negative_number,
+    ),
+    Setting(
+        "GPU_COST_WASTE_BASELINE_SHARE", "waste_baseline_share", 0.0, "`0`",
+        "Share of GPU spend that was idle or allocated but unused before idle detection (your "
+        "own measurement of that time, e.g. `0.35`): the baseline of the ROI report's waste "
+        "elimination. `0` claims no waste elimination.",
+        _fraction,
+    ),
+    Setting(
+        "GPU_COST_IDLE_UTILIZATION", "idle_utilization", 0.05, "`0.05`",
+        "A pod whose mean measured GPU utilization is below this is idle (`optimize`, "
+        "recommendations).",
+        _fraction,
+    ),
+    Setting(
+        "GPU_COST_UNDERUTILIZED_UTILIZATION", "underutilized_utilization", 0.30, "`0.30`",
+        "A pod whose mean measured GPU utilization is below this is underutilized.",
+        _fraction,
+    ),
+    Setting(
+        "GPU_COST_WASTE_MIN_HOURS", "waste_min_hours", 1.0, "`1`",
+        "How long a pod must be measured (hours), or a node's GPUs held by no pod (GPU-hours), "
+        "within the period before it is reported idle or underutilized.",
+        _non_negative_number,
+    ),
+    Setting(
+        "GPU_COST_INTERRUPTIBLE_LABEL", "interruptible_label", "gpu-autoscaler.io/interruptible",
+        "`gpu-autoscaler.io/interruptible`",
+        "Pod label that opts a workload in to spot: pods labelled `true` that ran on on-demand "
+        "capacity are recommended for spot.",
+    ),
 )  # fmt: skip
 
 
@@ -390,6 +436,12 @@ class Settings:
     azure_offer_id: str | None
     metrics_address: tuple[str, int]
     metrics_max_pods: int
+    investment_monthly_usd: float
+    waste_baseline_share: float
+    idle_utilization: float
+    underutilized_utilization: float
+    waste_min_hours: float
+    interruptible_label: str
 
     def first_partition(self, now: datetime | None = None) -> str:
         """The configured first partition, else the 1st of the previous month (UTC)."""

@@ -191,6 +191,7 @@ def test_definitions_load():
         "aws_price_book",
         "gcp_price_book",
         "azure_price_book",
+        "roi_report",
     }
 
 

@@ -57,6 +57,12 @@ NON_DEFAULT = {
     "GPU_COST_AZURE_OFFER_ID": "MS-AZR-0003P",
     "GPU_COST_METRICS_ADDRESS": "0.0.0.0:9500",
     "GPU_COST_METRICS_MAX_PODS": "500",
+    "GPU_COST_INVESTMENT_MONTHLY_USD": "2500",
+    "GPU_COST_WASTE_BASELINE_SHARE": "0.35",
+    "GPU_COST_IDLE_UTILIZATION": "0.02",
+    "GPU_COST_UNDERUTILIZED_UTILIZATION": "0.5",
+    "GPU_COST_WASTE_MIN_HOURS": "4",
+    "GPU_COST_INTERRUPTIBLE_LABEL": "example.com/preemptible",
 }
 
 INVALID = [
@@ -78,6 +84,9 @@ INVALID = [
     ("GPU_COST_PRICE_BOOK_CRON", "hourly", "expected a 5-field cron schedule"),
     ("GPU_COST_GCP_BILLING_EXPORT", "pricing_table", "expected a BigQuery table"),
     ("GPU_COST_AZURE_RETAIL_URL", "prices.azure.com", "expected an http:// or https:// URL"),
+    ("GPU_COST_WASTE_BASELINE_SHARE", "35", "expected a fraction from 0 to 1"),
+    ("GPU_COST_UNDERUTILIZED_UTILIZATION", "nan", "expected a fraction from 0 to 1"),
+    ("GPU_COST_INVESTMENT_MONTHLY_USD", "-100", "expected a number ≥ 0"),
 ]
 
 

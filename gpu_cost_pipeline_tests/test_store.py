@@ -58,6 +58,7 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
         }
     assert {"gpu_pods", "gpu_pod_usage", "gpu_node_usage", "price_points", "gpu_cost"} <= tables
     assert "gpu_cost_hourly" in tables
+    assert {"roi_usage_daily", "roi_summary_daily", "roi_capacity_daily", "roi_reports"} <= tables
     assert migrate(lambda: psycopg.connect(store.database_url or "")) == "plain"  # no-op
     with psycopg.connect(store.database_url or "") as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (

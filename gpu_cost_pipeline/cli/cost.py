@@ -27,6 +27,7 @@ from gpu_cost_pipeline.store.reports import (
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+DEFAULT_LAST = timedelta(hours=24)
 UNLABELLED = "(none)"
 IDLE = "(idle GPUs)"
 VIEWS = {
@@ -48,6 +49,19 @@ def parse_duration(text: str) -> timedelta:
     if not match or int(match[1]) == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90m, 24h or 30d")
     return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def period_bounds(args: argparse.Namespace, default_last: timedelta) -> tuple[datetime, datetime]:
+    """[start, end) from --from/--to, else the --last duration (default ``default_last``)
+    ending at the current minute."""
+    if args.start or args.end:
+        if not (args.start and args.end):
+            raise ValueError("--from and --to go together")
+        if args.start >= args.end:
+            raise ValueError("--from must be before --to")
+        return args.start, args.end
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    return end - (args.last or default_last), end
 
 
 def _label(value: object, is_idle: bool, column: str) -> str:
@@ -149,8 +163,7 @@ def render_tables(report: dict, view: str, console: Console) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     cluster = args.cluster or settings.cluster
-    end = datetime.now(UTC).replace(second=0, microsecond=0)
-    start = end - args.last
+    start, end = period_bounds(args, DEFAULT_LAST)
     store = CostStore.from_settings(settings)
     with store.connection() as conn:
         first, last = data_coverage(conn, cluster)

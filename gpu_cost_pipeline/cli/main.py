@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpu_cost_pipeline.cli import cost, pipeline, prices
+from gpu_cost_pipeline.cli import cost, pipeline, prices, roi
 from gpu_cost_pipeline.settings import load_settings
 
 DURATION_HELP = "a duration such as 90m, 24h or 30d"
@@ -23,9 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost_parser.add_argument("--team", help="Only pods labelled with this team.")
     cost_parser.add_argument(
         "--last",
-        default="24h",
         type=cost.parse_duration,
-        help=f"Period to show, {DURATION_HELP} (default 24h).",
+        help=f"Period to show, {DURATION_HELP} (default 24h; 30d with --roi).",
     )
     cost_parser.add_argument(
         "--format",
@@ -36,7 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
     cost_parser.add_argument(
         "--cluster", help="Cluster name (default: $GPU_COST_CLUSTER or 'default')."
     )
-    cost_parser.set_defaults(run=cost.run)
+    _add_roi_arguments(cost_parser)
+    cost_parser.set_defaults(run=_cost_or_roi)
+
+    optimize = commands.add_parser(
+        "optimize", help="List idle and underutilized GPUs, worst first, with what to do."
+    )
+    optimize.add_argument("--namespace", help="Only pods in this namespace.")
+    optimize.add_argument("--team", help="Only pods labelled with this team.")
+    optimize.add_argument(
+        "--last", type=cost.parse_duration, help=f"Period, {DURATION_HELP} (default 7d)."
+    )
+    optimize.add_argument(
+        "--format", default="table", choices=["table", "json", "csv"], help="(default table)"
+    )
+    optimize.add_argument(
+        "--limit", type=int, default=50, help="Rows shown in the table (0: all; default 50)."
+    )
+    optimize.add_argument(
+        "--cluster", help="Cluster name (default: $GPU_COST_CLUSTER or 'default')."
+    )
+    _add_period_arguments(optimize)
+    optimize.set_defaults(run=roi.run_optimize)
 
     materialize = commands.add_parser(
         "materialize",
@@ -87,6 +107,32 @@ def _run_metrics(args: argparse.Namespace) -> int:
     from gpu_cost_pipeline.metrics.server import run_metrics  # prometheus_client only here
 
     return run_metrics(args)
+
+
+def _add_period_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from",
+        dest="start",
+        type=pipeline.parse_utc_minute,
+        help="Start of a period instead of --last (UTC, e.g. 2026-11-01); with --to.",
+    )
+    parser.add_argument(
+        "--to", dest="end", type=pipeline.parse_utc_minute, help="End of the period, exclusive."
+    )
+
+
+def _add_roi_arguments(cost_parser: argparse.ArgumentParser) -> None:
+    cost_parser.add_argument(
+        "--roi",
+        action="store_true",
+        help="The ROI report: savings from spot, sharing, autoscaling and waste elimination, "
+        "payback, projected annual savings, recommendations.",
+    )
+    _add_period_arguments(cost_parser)
+
+
+def _cost_or_roi(args: argparse.Namespace) -> int:
+    return roi.run_roi(args) if args.roi else cost.run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

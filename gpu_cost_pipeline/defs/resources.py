@@ -8,6 +8,7 @@ enter run config or the UI.
 import dagster as dg
 
 from gpu_cost_pipeline.defs.pricing.resources import price_resources
+from gpu_cost_pipeline.defs.roi.resources import RoiConfig
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.integrations.kubernetes import KubernetesResource
 from gpu_cost_pipeline.integrations.prometheus import PrometheusResource
@@ -57,4 +58,5 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "store": CostStore.from_settings(settings, secrets_as_env_vars=True),
         "usage_source": usage_source_from_settings(settings),
         **price_resources(settings),
+        "roi": RoiConfig.from_settings(settings),
     }

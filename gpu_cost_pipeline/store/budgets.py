@@ -1,0 +1,425 @@
+"""Reads and writes of attribution, budgets, alerts and enforcement, over a connection.
+
+Scoped costs are read grouped: one row per combination of attribution columns, GPU model,
+capacity type, idle flag and label-match signature (one 0/1 per label selector, computed by the
+server with jsonb ``@>``), with one sum per requested period. The coarsest table that has what
+the scopes need is read: ``gpu_cost_hourly`` when no scope selects pods by label, else the
+per-pod ``gpu_pod_cost_hourly``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from gpu_cost_pipeline.core.attribution import LABEL_MATCH, SCOPE_COLUMNS
+from gpu_cost_pipeline.core.budgets import AlertKey, BudgetState, DeliveryRecord
+from gpu_cost_pipeline.store.cost_store import read_frame
+
+GROUP_COLUMNS = [*SCOPE_COLUMNS, "gpu_model", "capacity_type", "is_idle"]
+BUDGET_SUBJECT, POD_SUBJECT = "budget", "pod"
+
+
+def refresh_pod_hourly(
+    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime
+) -> int:
+    """Rewrite the per-pod hourly rollup for every hour [start, end) touches, from gpu_cost (in
+    the cost window's transaction, so both always agree). Returns rows written."""
+    hour_start = start.replace(minute=0, second=0, microsecond=0)
+    hour_end = end.replace(minute=0, second=0, microsecond=0)
+    if hour_end < end:
+        hour_end += timedelta(hours=1)
+    params = (cluster, hour_start, hour_end)
+    conn.execute(
+        "DELETE FROM gpu_pod_cost_hourly WHERE cluster = %s AND hour >= %s AND hour < %s", params
+    )
+    cursor = conn.execute(
+        """
+        INSERT INTO gpu_pod_cost_hourly
+        SELECT date_trunc('hour', minute) AS hour, cluster, pod_uid, namespace, team, project,
+               experiment_id, cost_center, gpu_model, capacity_type, is_idle,
+               sum(gpu_share * seconds) / 3600.0, sum(cost_usd), sum(on_demand_cost_usd),
+               sum(exclusive_cost_usd), count(*)
+        FROM gpu_cost
+        WHERE cluster = %s AND minute >= %s AND minute < %s
+        GROUP BY 1, cluster, pod_uid, namespace, team, project, experiment_id, cost_center,
+                 gpu_model, capacity_type, is_idle
+        """,
+        params,
+    )
+    return cursor.rowcount
+
+
+def last_cost_minute(conn: psycopg.Connection, cluster: str) -> datetime | None:
+    row = conn.execute("SELECT max(minute) FROM gpu_cost WHERE cluster = %s", (cluster,)).fetchone()
+    return row[0] if row else None
+
+
+def _signature(selectors: list[str], labels: str) -> tuple[sql.Composable, list]:
+    if not selectors:
+        return sql.SQL("''"), []
+    parts = [
+        sql.SQL("(coalesce({} @> %s::jsonb, false))::int::text").format(sql.SQL(labels))
+        for _ in selectors
+    ]
+    return sql.SQL("concat(") + sql.SQL(", ").join(parts) + sql.SQL(")"), list(selectors)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One sum of the grouped frame: ``column`` of the rows at or after ``since``."""
+
+    since: datetime
+    column: str = "cost_usd"
+
+
+def grouped_costs(
+    conn: psycopg.Connection,
+    cluster: str,
+    start: datetime,
+    end: datetime,
+    selectors: list[str],
+    measures: Mapping[str, Measure],
+) -> pd.DataFrame:
+    """Rollup rows of [start, end) (hour resolution) grouped for scope masks, one column per
+    measure. ``selectors``: JSON label selectors, in the order of the signature."""
+    signature, signature_params = _signature(selectors, "p.labels")
+    if selectors:
+        source = sql.SQL(
+            "gpu_pod_cost_hourly AS h LEFT JOIN gpu_pods AS p"
+            " ON p.cluster = h.cluster AND p.pod_uid = h.pod_uid"
+        )
+    else:
+        source = sql.SQL("gpu_cost_hourly AS h")
+    sums, sum_params = [], []
+    for name, measure in measures.items():
+        sums.append(
+            sql.SQL("coalesce(sum(h.{}) FILTER (WHERE h.hour >= %s), 0) AS {}").format(
+                sql.Identifier(measure.column), sql.Identifier(name)
+            )
+        )
+        sum_params.append(measure.since)
+    groups = sql.SQL(", ").join(sql.SQL("h.{}").format(sql.Identifier(c)) for c in GROUP_COLUMNS)
+    query = sql.SQL(
+        "SELECT {groups}, {signature} AS {label_match}, {sums} FROM {source}"
+        " WHERE h.cluster = %s AND h.hour >= %s AND h.hour < %s"
+        " GROUP BY {groups}, {label_match}"
+    ).format(
+        groups=groups,
+        signature=signature,
+        label_match=sql.Identifier(LABEL_MATCH),
+        sums=sql.SQL(", ").join(sums),
+        source=source,
+    )
+    return read_frame(conn, query, [*signature_params, *sum_params, cluster, start, end])
+
+
+def minute_costs(
+    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime, selectors: list[str]
+) -> pd.DataFrame:
+    """Minute rows of [start, end) grouped like ``grouped_costs``: cost, pods and average GPU
+    share held (for a one-minute window: the GPUs held in that minute)."""
+    signature, params = _signature(selectors, "p.labels")
+    join = (
+        sql.SQL(" LEFT JOIN gpu_pods AS p ON p.cluster = c.cluster AND p.pod_uid = c.pod_uid")
+        if selectors
+        else sql.SQL("")
+    )
+    groups = sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in GROUP_COLUMNS)
+    minutes = max(1, int((end - start).total_seconds() // 60))
+    query = sql.SQL(
+        "SELECT {groups}, {signature} AS {label_match}, sum(c.cost_usd) AS cost_usd,"
+        " count(DISTINCT c.pod_uid) AS pods, sum(c.gpu_share * c.seconds) / 60.0 / %s AS gpu_share"
+        " FROM gpu_cost AS c{join}"
+        " WHERE c.cluster = %s AND c.minute >= %s AND c.minute < %s GROUP BY {groups}, {label_match}"
+    ).format(groups=groups, signature=signature, label_match=sql.Identifier(LABEL_MATCH), join=join)
+    return read_frame(conn, query, [*params, minutes, cluster, start, end])
+
+
+# --- statuses ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    namespace: str
+    name: str
+    source: str
+    status: dict
+    problem: str | None = None
+    period: str = ""
+    monthly_limit: float | None = None
+    current_spend: float | None = None
+    exceeded_since: datetime | None = None
+
+
+def write_statuses(
+    conn: psycopg.Connection, table: str, cluster: str, rows: Iterable[StatusRow], now: datetime
+) -> int:
+    """Replace the cluster's status rows in ``table`` (specs deleted since go with them)."""
+    rows = list(rows)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE cluster = %s").format(sql.Identifier(table)), (cluster,)
+        )
+        for row in rows:
+            values = {
+                "cluster": cluster,
+                "namespace": row.namespace,
+                "name": row.name,
+                "source": row.source,
+                "status": json.dumps(row.status),
+                "problem": row.problem,
+                "computed_at": now,
+            }
+            if table == "cost_budget_status":
+                values |= {
+                    "period": row.period,
+                    "monthly_limit": row.monthly_limit,
+                    "current_spend": row.current_spend,
+                    "exceeded_since": row.exceeded_since,
+                }
+            conn.execute(
+                sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                    sql.Identifier(table),
+                    sql.SQL(", ").join(map(sql.Identifier, values)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(values)),
+                ),
+                list(values.values()),
+            )
+    return len(rows)
+
+
+def read_statuses(conn: psycopg.Connection, table: str, cluster: str) -> pd.DataFrame:
+    return read_frame(
+        conn,
+        sql.SQL(
+            "SELECT namespace, name, source, status::text AS status, problem, computed_at"
+            " FROM {} WHERE cluster = %s ORDER BY namespace, name"
+        ).format(sql.Identifier(table)),
+        (cluster,),
+    )
+
+
+def budget_states(conn: psycopg.Connection, cluster: str) -> dict[tuple[str, str], BudgetState]:
+    rows = conn.execute(
+        "SELECT namespace, name, period, monthly_limit, current_spend, exceeded_since,"
+        " computed_at FROM cost_budget_status"
+        " WHERE cluster = %s AND problem IS NULL AND monthly_limit IS NOT NULL",
+        (cluster,),
+    ).fetchall()
+    return {(r[0], r[1]): BudgetState(*r) for r in rows}
+
+
+# --- the alert ledger --------------------------------------------------------------------------
+
+
+def ledger_records(
+    conn: psycopg.Connection, cluster: str, subject_kind: str = BUDGET_SUBJECT
+) -> dict[AlertKey, DeliveryRecord]:
+    rows = conn.execute(
+        "SELECT namespace, name, alert, period, action, channel_index, outcome, run_id"
+        " FROM alert_ledger WHERE cluster = %s AND subject_kind = %s",
+        (cluster, subject_kind),
+    ).fetchall()
+    records: dict[AlertKey, DeliveryRecord] = {}
+    failed_runs: dict[AlertKey, set[str]] = {}
+    for namespace, name, alert, period, action, channel, outcome, run_id in rows:
+        key = AlertKey(namespace, name, alert, period, action)
+        record = records.setdefault(key, DeliveryRecord())
+        if outcome == "sent":
+            record.sent_channels.add(channel)
+            record.done_channels.add(channel)
+        elif outcome == "rejected":
+            record.done_channels.add(channel)
+        else:
+            failed_runs.setdefault(key, set()).add(run_id)
+    for key, runs in failed_runs.items():
+        records[key].failed_rounds = len(runs)
+    return records
+
+
+def lock_alert(conn: psycopg.Connection, cluster: str, subject_kind: str, key: AlertKey) -> None:
+    """Serialize deliveries of one alert key (in the caller's transaction): two runs for the
+    same key can never both find a channel unsent and both send."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))",
+        (f"alert:{cluster}:{subject_kind}:{key.run_key}",),
+    )
+
+
+def channels_done(
+    conn: psycopg.Connection, cluster: str, subject_kind: str, key: AlertKey
+) -> set[int]:
+    rows = conn.execute(
+        "SELECT channel_index FROM alert_ledger WHERE cluster = %s AND subject_kind = %s"
+        " AND namespace = %s AND name = %s AND alert = %s AND period = %s AND action = %s"
+        " AND outcome IN ('sent', 'rejected')",
+        (cluster, subject_kind, key.namespace, key.budget, key.alert, key.period, key.action),
+    ).fetchall()
+    return {channel for (channel,) in rows}
+
+
+def record_attempt(
+    conn: psycopg.Connection,
+    cluster: str,
+    subject_kind: str,
+    key: AlertKey,
+    channel_index: int,
+    channel_type: str,
+    outcome: str,
+    attempts: int,
+    detail: str,
+    run_id: str,
+) -> None:
+    conn.execute(
+        "INSERT INTO alert_ledger (cluster, subject_kind, namespace, name, alert, period, action,"
+        " channel_index, channel_type, outcome, attempts, detail, run_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            cluster,
+            subject_kind,
+            key.namespace,
+            key.budget,
+            key.alert,
+            key.period,
+            key.action,
+            channel_index,
+            channel_type,
+            outcome,
+            attempts,
+            detail[:2000],
+            run_id,
+        ),
+    )
+
+
+def alerts_fired(conn: psycopg.Connection, cluster: str, period: str) -> pd.DataFrame:
+    """Per budget and alert of the period: when it first reached a channel, and per channel
+    type the latest outcome (for the status's alertsFired)."""
+    return read_frame(
+        conn,
+        "SELECT namespace, name, alert, action, channel_index, channel_type,"
+        " bool_or(outcome = 'sent') AS sent, min(attempted_at) FILTER (WHERE outcome = 'sent')"
+        " AS sent_at, (array_agg(outcome ORDER BY attempted_at DESC))[1] AS last_outcome"
+        " FROM alert_ledger WHERE cluster = %s AND subject_kind = 'budget' AND period = %s"
+        " GROUP BY namespace, name, alert, action, channel_index, channel_type",
+        (cluster, period),
+    )
+
+
+# --- enforcement -------------------------------------------------------------------------------
+
+
+def active_enforcements(conn: psycopg.Connection, cluster: str) -> dict[tuple[str, str], dict]:
+    rows = conn.execute(
+        "SELECT namespace, name, id, action, period, applied_at, details FROM budget_enforcements"
+        " WHERE cluster = %s AND lifted_at IS NULL",
+        (cluster,),
+    ).fetchall()
+    return {
+        (r[0], r[1]): {
+            "id": r[2],
+            "action": r[3],
+            "period": r[4],
+            "applied_at": r[5],
+            "details": r[6],
+        }
+        for r in rows
+    }
+
+
+def record_enforcement(
+    conn: psycopg.Connection,
+    cluster: str,
+    namespace: str,
+    name: str,
+    action: str,
+    period: str,
+    details: dict,
+    run_id: str,
+) -> None:
+    conn.execute(
+        "INSERT INTO budget_enforcements (cluster, namespace, name, action, period, details, run_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (cluster, namespace, name, action, period, json.dumps(details), run_id),
+    )
+
+
+def record_lift(
+    conn: psycopg.Connection, cluster: str, namespace: str, name: str, reason: str
+) -> None:
+    conn.execute(
+        "UPDATE budget_enforcements SET lifted_at = now(), lift_reason = %s"
+        " WHERE cluster = %s AND namespace = %s AND name = %s AND lifted_at IS NULL",
+        (reason, cluster, namespace, name),
+    )
+
+
+def enforcement_history(conn: psycopg.Connection, cluster: str) -> pd.DataFrame:
+    return read_frame(
+        conn,
+        "SELECT namespace, name, action, period, applied_at, lifted_at, lift_reason,"
+        " details::text AS details FROM budget_enforcements WHERE cluster = %s ORDER BY id",
+        (cluster,),
+    )
+
+
+# --- pod cost limits ---------------------------------------------------------------------------
+
+
+def record_pod_limit_breaches(conn: psycopg.Connection, cluster: str) -> int:
+    """Pods whose accumulated cost (all their hours in the rollup) passed their cost-limit
+    annotation, added to the breach table once each (recording them is idempotent). Only pods
+    seen in the last two days are checked: older ones were checked while they ran."""
+    cursor = conn.execute(
+        """
+        INSERT INTO pod_cost_limit_breaches (cluster, pod_uid, namespace, pod, cost_limit_usd, cost_usd)
+        SELECT p.cluster, p.pod_uid, p.namespace, p.pod, p.cost_limit_usd, sum(h.cost_usd)
+        FROM gpu_pods AS p
+        JOIN gpu_pod_cost_hourly AS h ON h.cluster = p.cluster AND h.pod_uid = p.pod_uid
+        WHERE p.cluster = %s AND p.cost_limit_usd IS NOT NULL
+          AND p.last_seen >= now() - interval '2 days'
+        GROUP BY p.cluster, p.pod_uid, p.namespace, p.pod, p.cost_limit_usd
+        HAVING sum(h.cost_usd) > p.cost_limit_usd
+        ON CONFLICT (cluster, pod_uid) DO NOTHING
+        """,
+        (cluster,),
+    )
+    return cursor.rowcount
+
+
+def pod_limit_breaches(conn: psycopg.Connection, cluster: str) -> pd.DataFrame:
+    return read_frame(
+        conn,
+        "SELECT b.pod_uid, b.namespace, b.pod, b.cost_limit_usd, b.cost_usd, b.detected_at,"
+        " b.event_recorded, coalesce(p.team, '') AS team, coalesce(p.project, '') AS project,"
+        " coalesce(p.experiment_id, '') AS experiment_id,"
+        " coalesce(p.cost_center, '') AS cost_center, coalesce(p.labels::text, '{}') AS labels"
+        " FROM pod_cost_limit_breaches AS b LEFT JOIN gpu_pods AS p"
+        " ON p.cluster = b.cluster AND p.pod_uid = b.pod_uid WHERE b.cluster = %s",
+        (cluster,),
+    )
+
+
+def mark_pod_event_recorded(conn: psycopg.Connection, cluster: str, pod_uid: str) -> None:
+    conn.execute(
+        "UPDATE pod_cost_limit_breaches SET event_recorded = true"
+        " WHERE cluster = %s AND pod_uid = %s",
+        (cluster, pod_uid),
+    )
+
+
+def delete_older_than(conn: psycopg.Connection, cluster: str, days: int) -> int:
+    """Retention for the per-pod rollup (as for the hourly rollup)."""
+    cursor = conn.execute(
+        "DELETE FROM gpu_pod_cost_hourly WHERE cluster = %s"
+        " AND hour < now() - make_interval(days => %s)",
+        (cluster, days),
+    )
+    return cursor.rowcount

@@ -4,6 +4,8 @@ database on it for each test that writes."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +22,14 @@ for _name in [n for n in os.environ if n.startswith("GPU_COST_")] + ["KUBECONFIG
 
 
 @pytest.fixture(scope="session")
-def pg_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    data_dir = tmp_path_factory.mktemp("pg")
+def pg_data_dir() -> Iterator[Path]:
+    # Not under pytest's temp root: every pytest session that starts (another checkout's, say)
+    # resets /tmp/pytest-of-<user> to mode 0700, which, when the tests run as root, locks the
+    # server's own user (pgserver) out of its data folder mid-run.
+    data_dir = Path(tempfile.mkdtemp(prefix="gpu-cost-tests-pg-"))
     yield data_dir
     stop_embedded_server(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -88,6 +88,16 @@ def _utc_minute(raw: str) -> str:
     return raw.strip()
 
 
+def _time_zone(raw: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(raw.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _Invalid("expected an IANA time zone such as UTC or Europe/Berlin") from None
+    return raw.strip()
+
+
 def _database_url(raw: str) -> str:
     """A libpq connection URL or key=value string (psycopg's own parser decides)."""
     from psycopg.conninfo import conninfo_to_dict
@@ -205,6 +215,28 @@ SETTINGS: tuple[Setting, ...] = (
         "Dagster instance (run history) used by `make run`, `make dev` and "
         "`gpu-autoscaler materialize`; its `dagster.yaml` may use PostgreSQL storage.",
     ),
+    Setting(
+        "GPU_COST_SPECS_DIR", "specs_dir", None, "(empty)",
+        "Folder of CostAttribution/CostBudget YAML files, read on every sensor tick. Empty: the "
+        "cluster's custom resources when `GPU_COST_SOURCE=kubernetes`, else none (`make run` and "
+        "`make dev` use `examples/simulated`).",
+    ),
+    Setting(
+        "GPU_COST_BUDGET_TIMEZONE", "budget_timezone", "UTC", "`UTC`",
+        "Time zone of the budgets' calendar months (an IANA name such as `Europe/Berlin`).",
+        _time_zone,
+    ),
+    Setting(
+        "GPU_COST_BURN_RATE_HOURS", "burn_rate_hours", 6, "`6`",
+        "Hours of recent cost whose rate projects a budget's month-end spend.",
+        _integer(minimum=1),
+    ),
+    Setting(
+        "GPU_COST_ALERT_MAX_ATTEMPTS", "alert_max_attempts", 4, "`4`",
+        "Attempts per alert channel per run (429/5xx/connection errors; Retry-After honoured); "
+        "a channel still failing is retried on the next sensor tick.",
+        _integer(minimum=1),
+    ),
 )  # fmt: skip
 
 
@@ -230,6 +262,10 @@ class Settings:
     retention_days: int
     rollup_retention_days: int
     dagster_home: str | None
+    specs_dir: str | None
+    budget_timezone: str
+    burn_rate_hours: int
+    alert_max_attempts: int
 
     def first_partition(self, now: datetime | None = None) -> str:
         """The configured first partition, else the 1st of the previous month (UTC)."""

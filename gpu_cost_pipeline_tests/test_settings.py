@@ -38,6 +38,10 @@ NON_DEFAULT = {
     "GPU_COST_RETENTION_DAYS": "30",
     "GPU_COST_ROLLUP_RETENTION_DAYS": "365",
     "DAGSTER_HOME": "/tmp/dagster-home",
+    "GPU_COST_SPECS_DIR": "/tmp/gpu-cost-specs",
+    "GPU_COST_BUDGET_TIMEZONE": "Europe/Berlin",
+    "GPU_COST_BURN_RATE_HOURS": "12",
+    "GPU_COST_ALERT_MAX_ATTEMPTS": "2",
 }
 
 INVALID = [
@@ -52,6 +56,8 @@ INVALID = [
     ("GPU_COST_KUBE_IN_CLUSTER", "maybe", "expected true, false or auto"),
     ("GPU_COST_PARTITION_START", "2026-11-01", "expected a UTC minute as YYYY-MM-DD-HH:MM"),
     ("GPU_COST_RETENTION_DAYS", "-5", "expected an integer ≥ 1"),
+    ("GPU_COST_BUDGET_TIMEZONE", "Mars/Olympus", "expected an IANA time zone"),
+    ("GPU_COST_BURN_RATE_HOURS", "0", "expected an integer ≥ 1"),
 ]
 
 

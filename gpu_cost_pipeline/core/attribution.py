@@ -185,3 +185,13 @@ def attribution_status(
 
 def _idle(costs: ScopedCosts) -> np.ndarray:
     return costs.frame["is_idle"].to_numpy(dtype=bool)
+
+
+def pod_in_scope(pod: dict, labels: dict, scope: Scope) -> bool:
+    """Whether one pod (its attribution columns and labels) is inside the scope: the same rule
+    as the masks, for a single pod."""
+    if scope.is_cluster:
+        return True
+    if any(str(pod.get(column, "")) not in values for column, values in scope.columns().items()):
+        return False
+    return all(labels.get(key) == value for key, value in scope.labels)

@@ -7,11 +7,20 @@ enter run config or the UI.
 
 import dagster as dg
 
+from gpu_cost_pipeline.defs.budgets.resources import SpecSource
 from gpu_cost_pipeline.defs.pricing.resources import PriceCatalog
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.integrations.kubernetes import KubernetesResource
 from gpu_cost_pipeline.settings import Settings, load_settings
 from gpu_cost_pipeline.store.cost_store import CostStore
+
+
+def kubernetes_from_settings(settings: Settings) -> KubernetesResource:
+    return KubernetesResource(
+        kubeconfig=settings.kubeconfig,
+        context=settings.kube_context,
+        in_cluster=settings.kube_in_cluster,
+    )
 
 
 def usage_source_from_settings(settings: Settings) -> UsageSource:
@@ -24,11 +33,7 @@ def usage_source_from_settings(settings: Settings) -> UsageSource:
         simulated_gpu_pods=settings.simulated_pods,
         simulated_seed=settings.simulated_seed,
         chunk_minutes=settings.chunk_minutes,
-        kubernetes=KubernetesResource(
-            kubeconfig=settings.kubeconfig,
-            context=settings.kube_context,
-            in_cluster=settings.kube_in_cluster,
-        ),
+        kubernetes=kubernetes_from_settings(settings),
     )
 
 
@@ -38,4 +43,5 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "store": CostStore.from_settings(settings, secrets_as_env_vars=True),
         "usage_source": usage_source_from_settings(settings),
         "prices": PriceCatalog(unknown_gpu_price_per_hour=settings.unknown_gpu_price),
+        "specs": SpecSource.from_settings(settings, kubernetes_from_settings(settings)),
     }

@@ -254,13 +254,27 @@ def lock_alert(conn: psycopg.Connection, cluster: str, subject_kind: str, key: A
 
 
 def channels_done(
-    conn: psycopg.Connection, cluster: str, subject_kind: str, key: AlertKey
+    conn: psycopg.Connection,
+    cluster: str,
+    subject_kind: str,
+    key: AlertKey,
+    outcomes: tuple[str, ...] = ("sent", "rejected"),
 ) -> set[int]:
+    """Channels of ``key`` with an attempt of one of ``outcomes`` (default: nothing left to do)."""
     rows = conn.execute(
         "SELECT channel_index FROM alert_ledger WHERE cluster = %s AND subject_kind = %s"
         " AND namespace = %s AND name = %s AND alert = %s AND period = %s AND action = %s"
-        " AND outcome IN ('sent', 'rejected')",
-        (cluster, subject_kind, key.namespace, key.budget, key.alert, key.period, key.action),
+        " AND outcome = ANY(%s)",
+        (
+            cluster,
+            subject_kind,
+            key.namespace,
+            key.budget,
+            key.alert,
+            key.period,
+            key.action,
+            list(outcomes),
+        ),
     ).fetchall()
     return {channel for (channel,) in rows}
 

@@ -8,6 +8,7 @@ from gpu_cost_pipeline.core.windows import window_chunks
 from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_partitions
 from gpu_cost_pipeline.defs.reporting import COST_CHECKS, CostTotals
 from gpu_cost_pipeline.defs.usage.source import UsageSource
+from gpu_cost_pipeline.store import budgets as budget_store
 from gpu_cost_pipeline.store import queries
 from gpu_cost_pipeline.store.cost_store import CostStore
 
@@ -47,6 +48,7 @@ def gpu_cost(
             # minute-disjoint, so the stored window is exactly these frames: check them here.
             totals.add(costs, nodes, prices)
         rollup_rows = writer.refresh_hourly_rollup()
+        budget_store.refresh_pod_hourly(conn, cluster, window.start, window.end)
     return dg.MaterializeResult(
         metadata={**totals.metadata(), "hourly_rollup_rows": rollup_rows},
         check_results=totals.check_results(),

@@ -161,6 +161,7 @@ def attribution_status(
     pods_now = active.frame.loc[now_mask & ~_idle(active), "pods"].sum() if len(active.frame) else 0
     gpus_now = active.total(now_mask & ~_idle(active), "gpu_share") if len(active.frame) else 0.0
     return {
+        "scope": scope.describe(),
         "totalCost": money(total),
         "dailyCost": money(costs.total(mask, "day")),
         "monthlyCost": money(costs.total(mask, "month")),

@@ -130,6 +130,7 @@ def budget_status(
         "burnRatePerHour": money(rate),
         "period": period.key,
         "monthlyLimit": limit,
+        "scope": budget.scope.describe(),
     }
 
 

@@ -10,7 +10,8 @@ per-pod ``gpu_pod_cost_hourly``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,7 +21,17 @@ from psycopg import sql
 
 from gpu_cost_pipeline.core.attribution import LABEL_MATCH, SCOPE_COLUMNS
 from gpu_cost_pipeline.core.budgets import AlertKey, BudgetState, DeliveryRecord
-from gpu_cost_pipeline.store.cost_store import read_frame
+from gpu_cost_pipeline.store.cost_store import CostStore, read_frame
+
+
+@contextmanager
+def session(store: CostStore) -> Iterator[psycopg.Connection]:
+    """A connection in autocommit mode: each statement commits on its own and each
+    ``conn.transaction()`` block is a real transaction (not a savepoint of an implicit one)."""
+    with store.connection() as conn:
+        conn.autocommit = True
+        yield conn
+
 
 GROUP_COLUMNS = [*SCOPE_COLUMNS, "gpu_model", "capacity_type", "is_idle"]
 BUDGET_SUBJECT, POD_SUBJECT = "budget", "pod"

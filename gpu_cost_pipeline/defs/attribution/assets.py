@@ -31,7 +31,7 @@ def cost_attributions(
     loaded = specs.load()
     log_problems(context.log, loaded, ATTRIBUTION_KIND)
     cluster = usage_source.cluster
-    with store.connection() as conn:
+    with budget_store.session(store) as conn:
         rows = attribution_statuses(conn, cluster, loaded, specs.timezone, now)
         budget_store.write_statuses(conn, "cost_attribution_status", cluster, rows, now)
     written = publish(specs, rows, ATTRIBUTION_KIND, context.log)

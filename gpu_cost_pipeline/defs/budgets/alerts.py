@@ -116,7 +116,7 @@ def deliver(
     """Send to every channel not yet done for ``key``, one at a time under the key's lock, and
     record each attempt. Returns counts per outcome (and "skipped")."""
     counts = {"sent": 0, "failed": 0, "rejected": 0, "skipped": 0}
-    with store.connection() as conn:
+    with budget_store.session(store) as conn:
         for index, channel in channels:
             with conn.transaction():
                 budget_store.lock_alert(conn, cluster, subject_kind, key)
@@ -178,7 +178,7 @@ def deliver_budget_alert(
     if budget is None or alert is None:
         context.log.warning(f"{key.run_key}: the budget or alert no longer exists; nothing sent")
         return dg.Output(None, metadata={"channels_sent": 0})
-    with store.connection() as conn:
+    with budget_store.session(store) as conn:
         state = budget_store.budget_states(conn, cluster).get((config.namespace, config.budget))
         channels = list(enumerate(alert.channels))
         if key.action == RESOLVE:  # only the channels that heard the trigger hear the resolve
@@ -244,7 +244,7 @@ def deliver_pod_cost_alert(
     specs: SpecSource,
 ) -> dg.Output:
     cluster = usage_source.cluster
-    with store.connection() as conn:
+    with budget_store.session(store) as conn:
         breaches = budget_store.pod_limit_breaches(conn, cluster)
     found = breaches[breaches["pod_uid"] == config.pod_uid]
     if found.empty:
@@ -287,7 +287,7 @@ def deliver_pod_cost_alert(
     )
     if not pod["event_recorded"]:
         _pod_event(context, specs, pod, message)
-        with store.connection() as conn, conn.transaction():
+        with budget_store.session(store) as conn, conn.transaction():
             budget_store.mark_pod_event_recorded(conn, cluster, config.pod_uid)
     return _finish(counts, f"pod {config.pod_uid}")
 
@@ -393,7 +393,7 @@ def budget_alerts(
     cluster = usage_source.cluster
     loaded = specs.load()
     period = month_period(now, specs.timezone)
-    with store.connection() as conn:
+    with budget_store.session(store) as conn:
         states = budget_store.budget_states(conn, cluster)
         ledger = budget_store.ledger_records(conn, cluster)
         pod_ledger = budget_store.ledger_records(conn, cluster, budget_store.POD_SUBJECT)

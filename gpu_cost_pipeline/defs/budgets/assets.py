@@ -34,7 +34,7 @@ def budget_status(
     loaded = specs.load()
     log_problems(context.log, loaded, BUDGET_KIND)
     cluster = usage_source.cluster
-    with store.connection() as conn:
+    with budget_store.session(store) as conn:
         rows = budget_statuses(conn, cluster, loaded, specs, now)
         budget_store.write_statuses(conn, "cost_budget_status", cluster, rows, now)
         with conn.transaction():

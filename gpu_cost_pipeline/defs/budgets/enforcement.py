@@ -132,7 +132,7 @@ def enforce(
     budget = specs.load().budget(config.namespace, config.budget)
     period = month_period(now, specs.timezone)
     key = (config.namespace, config.budget)
-    with store.connection() as conn:
+    with budget_store.session(store) as conn:
         state = budget_store.budget_states(conn, cluster).get(key)
         active = budget_store.active_enforcements(conn, cluster).get(key)
         # Decide again: the state may have changed since the sensor asked.
@@ -219,7 +219,7 @@ def budget_enforcement(
     cluster = usage_source.cluster
     loaded = specs.load()
     period = month_period(now, specs.timezone)
-    with store.connection() as conn:
+    with budget_store.session(store) as conn:
         states = budget_store.budget_states(conn, cluster)
         active = budget_store.active_enforcements(conn, cluster)
         history = budget_store.enforcement_history(conn, cluster)

@@ -48,12 +48,19 @@ def _read(args: argparse.Namespace, what: str) -> list[dict] | None:
                 "namespace": record["namespace"],
                 "name": record["name"],
                 "source": record["source"],
-                "problem": record["problem"],
+                "problem": record["problem"] if isinstance(record["problem"], str) else None,
                 "computedAt": record["computed_at"].isoformat(),
                 "status": json.loads(record["status"]),
             }
         )
     return rows
+
+
+def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
+    return table
 
 
 def run_budgets(args: argparse.Namespace) -> int:
@@ -63,50 +70,32 @@ def run_budgets(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title="CostBudgets", title_justify="left")
-    for column in (
-        "Namespace",
-        "Name",
-        "Limit",
-        "Spend",
-        "% used",
-        "Projected",
-        "Status",
-        "Enforcement",
-        "Alerts fired",
-        "Scope",
-    ):
-        table.add_column(
-            column,
-            justify="right" if column in ("Limit", "Spend", "% used", "Projected") else "left",
-        )
-    problems = []
+    table = _table(
+        "CostBudgets",
+        ("Budget", "Limit", "Spend", "Used", "Projected", "Status", "Enforcement", "Alerts fired"),
+        left=("Budget", "Status", "Enforcement", "Alerts fired"),
+    )
     for row in rows:
         status = row["status"]
         if row["problem"]:
-            problems.append(row)
             continue
         fired = [a["name"] for a in status.get("alertsFired", []) if a.get("firedAt")]
-        enforcement = (
-            status.get("enforcement", {}).get("action", "")
-            if status.get("enforcementActive")
-            else ""
+        active = (
+            status.get("enforcement", {}).get("action") if status.get("enforcementActive") else None
         )
         table.add_row(
-            row["namespace"],
-            row["name"],
+            f"{row['namespace']}/{row['name']}",
             _money(status.get("monthlyLimit")),
             _money(status.get("currentSpend")),
             f"{status.get('percentageUsed', 0):.1f}%",
             _money(status.get("projectedMonthlySpend")),
             status.get("budgetStatus", ""),
-            f"{enforcement} active" if enforcement else "–",
+            f"{active} active" if active else "–",
             ", ".join(fired) or "–",
-            status.get("scope", ""),
         )
-    console = Console()
+    console = _console()
     console.print(table)
-    _print_problems(console, problems)
+    _print_problems(console, [row for row in rows if row["problem"]])
     return 0
 
 
@@ -117,32 +106,17 @@ def run_attributions(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title="CostAttributions", title_justify="left")
-    for column in (
-        "Namespace",
-        "Name",
-        "Scope",
-        "Monthly",
-        "Daily",
-        "Hourly",
-        "$/GPU-hour",
-        "Active pods",
-        "Active GPUs",
-        "Total",
-    ):
-        table.add_column(
-            column, justify="left" if column in ("Namespace", "Name", "Scope") else "right"
-        )
-    problems = []
+    table = _table(
+        "CostAttributions",
+        ("Attribution", "Scope", "Monthly", "Daily", "Hourly", "$/GPU-hour", "Pods", "GPUs"),
+        left=("Attribution", "Scope"),
+    )
     for row in rows:
         status = row["status"]
         if row["problem"] or "monthlyCost" not in status:
-            if row["problem"]:
-                problems.append(row)
             continue
         table.add_row(
-            row["namespace"],
-            row["name"],
+            f"{row['namespace']}/{row['name']}",
             status.get("scope", ""),
             _money(status["monthlyCost"]),
             _money(status["dailyCost"]),
@@ -150,12 +124,16 @@ def run_attributions(args: argparse.Namespace) -> int:
             _money(status["costPerGPUHour"]),
             str(status["activePods"]),
             str(status["activeGPUs"]),
-            _money(status["totalCost"]),
         )
-    console = Console()
+    console = _console()
     console.print(table)
-    _print_problems(console, problems)
+    _print_problems(console, [row for row in rows if row["problem"]])
     return 0
+
+
+def _console() -> Console:
+    # Piped output (make run, CI logs) gets room for every column instead of 80 characters.
+    return Console() if sys.stdout.isatty() else Console(width=140)
 
 
 def _print_problems(console: Console, rows: list[dict]) -> None:

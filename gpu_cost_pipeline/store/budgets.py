@@ -72,6 +72,15 @@ def last_cost_minute(conn: psycopg.Connection, cluster: str) -> datetime | None:
     return row[0] if row else None
 
 
+def first_cost_minute(conn: psycopg.Connection, cluster: str, since: datetime) -> datetime | None:
+    """The first minute with cost rows at or after ``since`` (where a burn window really starts
+    when the pipeline has not run that long)."""
+    row = conn.execute(
+        "SELECT min(minute) FROM gpu_cost WHERE cluster = %s AND minute >= %s", (cluster, since)
+    ).fetchone()
+    return row[0] if row else None
+
+
 def _signature(selectors: list[str], labels: str) -> tuple[sql.Composable, list]:
     if not selectors:
         return sql.SQL("''"), []

@@ -74,7 +74,10 @@ def budget_statuses(
         {"cost_usd": store.Measure(period.start), "recent_cost_usd": store.Measure(recent_start)},
     )
     costs = ScopedCosts(frame, selectors)
-    burn = BurnWindow(recent_start, data_end)
+    # Extrapolate from the data there is: a pipeline running for 1 hour has a 1-hour window.
+    burn = BurnWindow(
+        store.first_cost_minute(conn, cluster, recent_start) or recent_start, data_end
+    )
     previous = store.budget_states(conn, cluster)
     fired = alerts_fired_by_budget(store.alerts_fired(conn, cluster, period.key))
     active = store.active_enforcements(conn, cluster)

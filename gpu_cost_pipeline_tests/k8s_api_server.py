@@ -751,9 +751,12 @@ class FakeKubernetesApi:
             for o in self.objects_of(rtype.plural)
             if not namespace or o["metadata"].get("namespace") == namespace
         ]
-        return self._list(rtype.plural, f"{rtype.kind}List", rtype.kind, objects, query) | {
-            "apiVersion": rtype.api_version
-        }
+        listed = self._list(rtype.plural, f"{rtype.kind}List", rtype.kind, objects, query)
+        if rtype.prefix == GPU_AUTOSCALER:
+            # Custom resources are served unstructured: their list items keep apiVersion/kind.
+            for item in listed["items"]:
+                item["apiVersion"], item["kind"] = rtype.api_version, rtype.kind
+        return listed | {"apiVersion": rtype.api_version}
 
     @staticmethod
     def _not_found(rtype: ResourceType, name: str) -> _ApiError:

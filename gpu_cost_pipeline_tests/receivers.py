@@ -135,6 +135,12 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @dataclass
 class SmtpReceiver:
     port: int
@@ -145,7 +151,9 @@ class SmtpReceiver:
 
 
 @contextmanager
-def smtp_receiver(folder: Path, username: str, password: str) -> Iterator[SmtpReceiver]:
+def smtp_receiver(
+    folder: Path, username: str, password: str, port: int | None = None
+) -> Iterator[SmtpReceiver]:
     """aiosmtpd on 127.0.0.1 requiring STARTTLS before AUTH, accepting ``username``/``password``."""
     from email import message_from_bytes
 
@@ -173,9 +181,7 @@ def smtp_receiver(folder: Path, username: str, password: str) -> Iterator[SmtpRe
             receiver.logins.append(auth_data.login.decode())
         return AuthResult(success=ok, handled=False)
 
-    with socket.socket() as probe:  # aiosmtpd needs a port number up front
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = port or free_port()  # aiosmtpd needs a port number up front
     controller = Controller(
         Handler(),
         hostname="127.0.0.1",

@@ -1,11 +1,10 @@
 """cost_attributions: every CostAttribution's status (the seed's fields) from the rollups, into
 the status table and the status subresource."""
 
-from datetime import UTC, datetime
-
 import dagster as dg
 
 from gpu_cost_pipeline.core.specs import ATTRIBUTION_KIND
+from gpu_cost_pipeline.defs.budgets import clock
 from gpu_cost_pipeline.defs.budgets.resources import SpecSource
 from gpu_cost_pipeline.defs.budgets.status import attribution_statuses, log_problems, publish
 from gpu_cost_pipeline.defs.usage.source import UsageSource
@@ -27,7 +26,7 @@ def cost_attributions(
     usage_source: UsageSource,
     specs: SpecSource,
 ) -> dg.MaterializeResult:
-    now = datetime.now(UTC)
+    now = clock.now()
     loaded = specs.load()
     log_problems(context.log, loaded, ATTRIBUTION_KIND)
     cluster = usage_source.cluster

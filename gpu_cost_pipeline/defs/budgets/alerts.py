@@ -9,7 +9,7 @@ round (a new run key, counted from the ledger's failed rounds), never the ones t
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import dagster as dg
 
@@ -26,6 +26,7 @@ from gpu_cost_pipeline.core.budgets import (
     percentage,
 )
 from gpu_cost_pipeline.core.specs import Alert, Budget, Channel, Specs
+from gpu_cost_pipeline.defs.budgets import clock
 from gpu_cost_pipeline.defs.budgets.resources import SpecSource
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.integrations import notify
@@ -170,7 +171,7 @@ def deliver_budget_alert(
     usage_source: UsageSource,
     specs: SpecSource,
 ) -> dg.Output:
-    now = datetime.now(UTC)
+    now = clock.now()
     cluster = usage_source.cluster
     key = AlertKey(config.namespace, config.budget, config.alert, config.period, config.action)
     budget = specs.load().budget(config.namespace, config.budget)
@@ -389,7 +390,7 @@ def budget_alerts(
     usage_source: UsageSource,
     specs: SpecSource,
 ) -> dg.SensorResult | dg.SkipReason:
-    now = datetime.now(UTC)
+    now = clock.now()
     cluster = usage_source.cluster
     loaded = specs.load()
     period = month_period(now, specs.timezone)

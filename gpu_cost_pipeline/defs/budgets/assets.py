@@ -1,11 +1,10 @@
 """budget_status: every CostBudget's spend for its calendar month, refreshed after each
 gpu_cost materialization (see sensors.py), into the status table and the status subresource."""
 
-from datetime import UTC, datetime
-
 import dagster as dg
 
 from gpu_cost_pipeline.core.specs import BUDGET_KIND
+from gpu_cost_pipeline.defs.budgets import clock
 from gpu_cost_pipeline.defs.budgets.resources import SpecSource
 from gpu_cost_pipeline.defs.budgets.status import budget_statuses, log_problems, publish
 from gpu_cost_pipeline.defs.usage.source import UsageSource
@@ -30,7 +29,7 @@ def budget_status(
     usage_source: UsageSource,
     specs: SpecSource,
 ) -> dg.MaterializeResult:
-    now = datetime.now(UTC)
+    now = clock.now()
     loaded = specs.load()
     log_problems(context.log, loaded, BUDGET_KIND)
     cluster = usage_source.cluster

@@ -2,13 +2,12 @@
 limit past its grace period (apply) or no longer is (lift), and the job that blocks or throttles
 and records what it created or changed, so that the lift undoes exactly that."""
 
-from datetime import UTC, datetime
-
 import dagster as dg
 
 from gpu_cost_pipeline.core import enforcement as plan
 from gpu_cost_pipeline.core.budgets import APPLY, LIFT, enforcement_due, month_period
 from gpu_cost_pipeline.core.specs import Budget
+from gpu_cost_pipeline.defs.budgets import clock
 from gpu_cost_pipeline.defs.budgets.resources import SpecSource
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.integrations.kubernetes import KubernetesSourceError
@@ -127,7 +126,7 @@ def enforce(
     usage_source: UsageSource,
     specs: SpecSource,
 ) -> dg.Output:
-    now = datetime.now(UTC)
+    now = clock.now()
     cluster = usage_source.cluster
     budget = specs.load().budget(config.namespace, config.budget)
     period = month_period(now, specs.timezone)
@@ -215,7 +214,7 @@ def budget_enforcement(
     usage_source: UsageSource,
     specs: SpecSource,
 ) -> dg.SensorResult | dg.SkipReason:
-    now = datetime.now(UTC)
+    now = clock.now()
     cluster = usage_source.cluster
     loaded = specs.load()
     period = month_period(now, specs.timezone)

@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from gpu_cost_pipeline.core.specs import (
+    API_VERSION,
     ATTRIBUTION_KIND,
     BUDGET_KIND,
     PLURALS,
@@ -68,8 +69,9 @@ class SpecSource(dg.ConfigurableResource):
             specs = Specs()
             for kind in (ATTRIBUTION_KIND, BUDGET_KIND):
                 objects = self.kubernetes.list_custom_objects(PLURALS[kind])
-                # Lists omit each item's kind; the list says what they are.
-                specs.extend(parse_objects([{"kind": kind, **o} for o in objects], CLUSTER))
+                # Items of custom resource lists carry apiVersion and kind; be lenient anyway.
+                typed = [{"apiVersion": API_VERSION, "kind": kind, **o} for o in objects]
+                specs.extend(parse_objects(typed, CLUSTER))
             return specs
         if not self.specs_dir:
             return Specs()

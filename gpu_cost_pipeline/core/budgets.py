@@ -111,9 +111,8 @@ def budget_status(
     """The seed's CostBudget status fields computed from the month's costs (``costs`` carries
     ``cost_usd`` for the period and ``recent_cost_usd`` for the burn window). alertsFired and
     enforcementActive come from the ledgers and are filled in by the caller."""
-    mask = costs.mask(budget.scope)
-    spend = costs.total(mask)
-    recent = costs.total(mask, "recent_cost_usd")
+    summary = costs.summary(budget.scope, ("cost_usd", "recent_cost_usd"), BREAKDOWN)
+    spend, recent = summary["cost_usd"], summary["recent_cost_usd"]
     rate = recent / burn.hours if burn.hours > 0 else 0.0
     # Spend so far + the recent burn rate × the hours left in the month.
     projected = spend + rate * period.hours_left(burn.data_end or now)
@@ -126,7 +125,7 @@ def budget_status(
         "daysRemaining": period.days_remaining(now),
         "alertsFired": [],
         "enforcementActive": False,
-        "breakdown": {title: costs.breakdown(mask, column) for column, title in BREAKDOWN.items()},
+        "breakdown": {title: summary[title] for title in BREAKDOWN.values()},
         "burnRatePerHour": money(rate),
         "period": period.key,
         "monthlyLimit": limit,

@@ -19,7 +19,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from gpu_cost_pipeline.core.attribution import LABEL_MATCH, SCOPE_COLUMNS
+from gpu_cost_pipeline.core.attribution import LABEL_MATCH, SCOPE_COLUMNS, Grouping
 from gpu_cost_pipeline.core.budgets import AlertKey, BudgetState, DeliveryRecord
 from gpu_cost_pipeline.store.cost_store import CostStore, read_frame
 
@@ -30,6 +30,8 @@ def session(store: CostStore) -> Iterator[psycopg.Connection]:
     ``conn.transaction()`` block is a real transaction (not a savepoint of an implicit one)."""
     with store.connection() as conn:
         conn.autocommit = True
+        # The grouped month is aggregated in memory; PostgreSQL's default 4 MB spills to disk.
+        conn.execute("SET work_mem = '128MB'")
         yield conn
 
 
@@ -81,14 +83,53 @@ def first_cost_minute(conn: psycopg.Connection, cluster: str, since: datetime) -
     return row[0] if row else None
 
 
-def _signature(selectors: list[str], labels: str) -> tuple[sql.Composable, list]:
-    if not selectors:
-        return sql.SQL("''"), []
-    parts = [
-        sql.SQL("(coalesce({} @> %s::jsonb, false))::int::text").format(sql.SQL(labels))
-        for _ in selectors
-    ]
-    return sql.SQL("concat(") + sql.SQL(", ").join(parts) + sql.SQL(")"), list(selectors)
+def _grouped_select(
+    grouping: Grouping, alias: str, cluster: str, since: datetime
+) -> tuple[sql.Composable, sql.Composable, sql.Composable, list, list]:
+    """(CTE prefix, select list of the group columns and the signature, joins, params of the
+    prefix, params of the joins). Mapped columns go through a hash join with the values the
+    scopes name (far cheaper than comparing every row with a list)."""
+    columns, joins, join_params = [], [], []
+    for index, column in enumerate(GROUP_COLUMNS):
+        name = sql.Identifier(column)
+        if column in grouping.keep or column == "is_idle":
+            columns.append(sql.SQL("{}.{} AS {}").format(sql.Identifier(alias), name, name))
+        elif column in grouping.values:
+            wanted = sql.Identifier(f"v{index}")
+            columns.append(sql.SQL("coalesce({}.v, '') AS {}").format(wanted, name))
+            joins.append(
+                sql.SQL(" LEFT JOIN unnest(%s::text[]) AS {w}(v) ON {w}.v = {a}.{c}").format(
+                    w=wanted, a=sql.Identifier(alias), c=name
+                )
+            )
+            join_params.append(list(grouping.values[column]))
+        else:
+            columns.append(sql.SQL("''::text AS {}").format(name))
+    if not grouping.selectors:
+        columns.append(sql.SQL("''::text AS {}").format(sql.Identifier(LABEL_MATCH)))
+        return sql.SQL(""), sql.SQL(", ").join(columns), sql.SQL("").join(joins), [], join_params
+    # Pods matching a selector, found through the GIN index on labels, one probe per selector.
+    prefix = sql.SQL(
+        "WITH selector AS (SELECT s, ord FROM unnest(%s::jsonb[]) WITH ORDINALITY AS t(s, ord)),"
+        " matched AS (SELECT p.pod_uid, string_agg(selector.ord::text, ',' ORDER BY selector.ord)"
+        " AS signature FROM selector JOIN gpu_pods AS p ON p.labels @> selector.s"
+        " WHERE p.cluster = %s AND p.last_seen >= %s GROUP BY p.pod_uid) "
+    )
+    columns.append(sql.SQL("coalesce(m.signature, '') AS {}").format(sql.Identifier(LABEL_MATCH)))
+    joins.append(
+        sql.SQL(" LEFT JOIN matched AS m ON m.pod_uid = {}.pod_uid").format(sql.Identifier(alias))
+    )
+    return (
+        prefix,
+        sql.SQL(", ").join(columns),
+        sql.SQL("").join(joins),
+        [grouping.selectors, cluster, since],
+        join_params,
+    )
+
+
+# By position: a GROUP BY name would mean the input column, not the mapped output column.
+_GROUP_BY = sql.SQL(", ".join(str(i) for i in range(1, len(GROUP_COLUMNS) + 2)))
 
 
 @dataclass(frozen=True)
@@ -104,19 +145,15 @@ def grouped_costs(
     cluster: str,
     start: datetime,
     end: datetime,
-    selectors: list[str],
+    grouping: Grouping,
     measures: Mapping[str, Measure],
 ) -> pd.DataFrame:
-    """Rollup rows of [start, end) (hour resolution) grouped for scope masks, one column per
-    measure. ``selectors``: JSON label selectors, in the order of the signature."""
-    signature, signature_params = _signature(selectors, "p.labels")
-    if selectors:
-        source = sql.SQL(
-            "gpu_pod_cost_hourly AS h LEFT JOIN gpu_pods AS p"
-            " ON p.cluster = h.cluster AND p.pod_uid = h.pod_uid"
-        )
-    else:
-        source = sql.SQL("gpu_cost_hourly AS h")
+    """Rollup rows of [start, end) (hour resolution) grouped as ``grouping`` says, one column
+    per measure. Label scopes need pods: then the per-pod rollup is read, else the hourly one."""
+    prefix, columns, joins, prefix_params, join_params = _grouped_select(
+        grouping, "h", cluster, start
+    )
+    table = "gpu_pod_cost_hourly" if grouping.selectors else "gpu_cost_hourly"
     sums, sum_params = [], []
     for name, measure in measures.items():
         sums.append(
@@ -125,41 +162,37 @@ def grouped_costs(
             )
         )
         sum_params.append(measure.since)
-    groups = sql.SQL(", ").join(sql.SQL("h.{}").format(sql.Identifier(c)) for c in GROUP_COLUMNS)
     query = sql.SQL(
-        "SELECT {groups}, {signature} AS {label_match}, {sums} FROM {source}"
-        " WHERE h.cluster = %s AND h.hour >= %s AND h.hour < %s"
-        " GROUP BY {groups}, {label_match}"
+        "{prefix}SELECT {columns}, {sums} FROM {table} AS h{joins}"
+        " WHERE h.cluster = %s AND h.hour >= %s AND h.hour < %s GROUP BY {group_by}"
     ).format(
-        groups=groups,
-        signature=signature,
-        label_match=sql.Identifier(LABEL_MATCH),
+        prefix=prefix,
+        columns=columns,
         sums=sql.SQL(", ").join(sums),
-        source=source,
+        table=sql.Identifier(table),
+        joins=joins,
+        group_by=_GROUP_BY,
     )
-    return read_frame(conn, query, [*signature_params, *sum_params, cluster, start, end])
+    params = [*prefix_params, *sum_params, *join_params, cluster, start, end]
+    return read_frame(conn, query, params)
 
 
 def minute_costs(
-    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime, selectors: list[str]
+    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime, grouping: Grouping
 ) -> pd.DataFrame:
     """Minute rows of [start, end) grouped like ``grouped_costs``: cost, pods and average GPU
     share held (for a one-minute window: the GPUs held in that minute)."""
-    signature, params = _signature(selectors, "p.labels")
-    join = (
-        sql.SQL(" LEFT JOIN gpu_pods AS p ON p.cluster = c.cluster AND p.pod_uid = c.pod_uid")
-        if selectors
-        else sql.SQL("")
+    prefix, columns, joins, prefix_params, join_params = _grouped_select(
+        grouping, "c", cluster, start
     )
-    groups = sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in GROUP_COLUMNS)
     minutes = max(1, int((end - start).total_seconds() // 60))
     query = sql.SQL(
-        "SELECT {groups}, {signature} AS {label_match}, sum(c.cost_usd) AS cost_usd,"
-        " count(DISTINCT c.pod_uid) AS pods, sum(c.gpu_share * c.seconds) / 60.0 / %s AS gpu_share"
-        " FROM gpu_cost AS c{join}"
-        " WHERE c.cluster = %s AND c.minute >= %s AND c.minute < %s GROUP BY {groups}, {label_match}"
-    ).format(groups=groups, signature=signature, label_match=sql.Identifier(LABEL_MATCH), join=join)
-    return read_frame(conn, query, [*params, minutes, cluster, start, end])
+        "{prefix}SELECT {columns}, sum(c.cost_usd) AS cost_usd, count(DISTINCT c.pod_uid) AS pods,"
+        " sum(c.gpu_share * c.seconds) / 60.0 / %s AS gpu_share FROM gpu_cost AS c{joins}"
+        " WHERE c.cluster = %s AND c.minute >= %s AND c.minute < %s GROUP BY {group_by}"
+    ).format(prefix=prefix, columns=columns, joins=joins, group_by=_GROUP_BY)
+    params = [*prefix_params, minutes, *join_params, cluster, start, end]
+    return read_frame(conn, query, params)
 
 
 # --- statuses ----------------------------------------------------------------------------------

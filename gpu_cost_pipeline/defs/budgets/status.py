@@ -12,17 +12,20 @@ import psycopg
 
 from gpu_cost_pipeline.core import budgets as core_budgets
 from gpu_cost_pipeline.core.attribution import (
+    BREAKDOWN_COLUMNS,
     AttributionWindows,
     ScopedCosts,
     attribution_status,
-    label_selectors,
+    grouping_for,
 )
+from gpu_cost_pipeline.core.budgets import BREAKDOWN as BUDGET_BREAKDOWN_TITLES
 from gpu_cost_pipeline.core.budgets import BurnWindow, Period, month_period
 from gpu_cost_pipeline.core.specs import ATTRIBUTION_KIND, BUDGET_KIND, SpecRef, Specs
 from gpu_cost_pipeline.defs.budgets.resources import SpecSource, condition
 from gpu_cost_pipeline.store import budgets as store
 
 MAX_LOGGED_PROBLEMS = 50
+BUDGET_BREAKDOWN = tuple(BUDGET_BREAKDOWN_TITLES)
 
 
 def log_problems(log: logging.Logger | logging.LoggerAdapter, specs: Specs, kind: str) -> None:
@@ -64,16 +67,16 @@ def budget_statuses(
     recent_start = max(
         _hour(data_end or now) - timedelta(hours=source.burn_rate_hours), period.start
     )
-    selectors = label_selectors([budget.scope for budget in specs.budgets])
+    grouping = grouping_for([budget.scope for budget in specs.budgets], BUDGET_BREAKDOWN)
     frame = store.grouped_costs(
         conn,
         cluster,
         period.start,
         period.end,
-        selectors,
+        grouping,
         {"cost_usd": store.Measure(period.start), "recent_cost_usd": store.Measure(recent_start)},
     )
-    costs = ScopedCosts(frame, selectors)
+    costs = ScopedCosts(frame, grouping.selectors)
     # Extrapolate from the data there is: a pipeline running for 1 hour has a 1-hour window.
     burn = BurnWindow(
         store.first_cost_minute(conn, cluster, recent_start) or recent_start, data_end
@@ -175,7 +178,7 @@ def attribution_statuses(
             )
         return rows
     windows = AttributionWindows(last, month_period(last, timezone).start)
-    selectors = label_selectors([a.scope for a in attributions])
+    grouping = grouping_for([a.scope for a in attributions], tuple(BREAKDOWN_COLUMNS))
     measures = {
         "day": store.Measure(windows.day_start),
         "month": store.Measure(windows.month_start),
@@ -188,17 +191,16 @@ def attribution_statuses(
         measures[f"total_{days}d_exclusive"] = store.Measure(since, "exclusive_cost_usd")
     earliest = min(m.since for m in measures.values())
     costs = ScopedCosts(
-        store.grouped_costs(conn, cluster, earliest, windows.data_end, selectors, measures),
-        selectors,
+        store.grouped_costs(conn, cluster, earliest, windows.data_end, grouping, measures),
+        grouping.selectors,
     )
     active = ScopedCosts(
-        store.minute_costs(conn, cluster, last, windows.data_end, selectors), selectors
+        store.minute_costs(conn, cluster, last, windows.data_end, grouping), grouping.selectors
     )
+    hour_start = windows.data_end - timedelta(hours=1)
     hour = ScopedCosts(
-        store.minute_costs(
-            conn, cluster, windows.data_end - timedelta(hours=1), windows.data_end, selectors
-        ),
-        selectors,
+        store.minute_costs(conn, cluster, hour_start, windows.data_end, grouping),
+        grouping.selectors,
     )
     for attribution in attributions:
         ref = attribution.ref

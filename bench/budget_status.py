@@ -9,8 +9,9 @@ what is measured; the newest minute is there so the status knows where the data 
 
 The budgets mix every kind of scope: teams, namespaces, experiments, labels (50 distinct label
 selectors) and the whole cluster. Timed: the asset's work (read the grouped month, every status,
-write the status table), and the whole budget_status materialization through Dagster (specs
-parsed from 1,000 YAML documents).
+write the status table) cold (the first refresh reads the whole month) and warm (every later
+refresh: the month's closed hours come from grouped_cost_cache), and the whole budget_status
+materialization through Dagster (specs parsed from 1,000 YAML documents).
 """
 
 from __future__ import annotations
@@ -204,18 +205,24 @@ def main() -> None:
         settings = load_settings()
         source = SpecSource.from_settings(settings, kubernetes_from_settings(settings))
         timings = []
-        for _ in range(3):
+        for _ in range(4):  # the first run fills the cache of the month's closed hours
             with Stopwatch() as watch, budget_store.session(store) as conn:
                 rows = budget_statuses(conn, BENCH_CLUSTER, specs, source, now)
                 budget_store.write_statuses(conn, "cost_budget_status", BENCH_CLUSTER, rows, now)
             timings.append(watch.seconds)
         exceeded = sum(r.status["budgetStatus"] == "exceeded" for r in rows)
         report(
-            "budget_status_1000_budgets_month_s", min(timings), "s",
-            [f"{pods} pods, {pod_hour_rows} pod-hours, {exceeded} exceeded, best of 3 "
-             f"(each {', '.join(f'{t:.2f}' for t in timings)} s)"],
+            "budget_status_1000_budgets_month_s", min(timings[1:]), "s",
+            [f"every refresh after the first; {pods} pods, {pod_hour_rows} pod-hours, "
+             f"{exceeded} exceeded, best of 3 ({', '.join(f'{t:.2f}' for t in timings[1:])} s)"],
             TARGET,
         )  # fmt: skip
+        report(
+            "budget_status_cold_s",
+            timings[0],
+            "s",
+            ["the whole month read: first refresh, new month, changed specs or a rewritten hour"],
+        )
 
         import dagster as dg
 

@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("derive", "write", "live_minute", "backfill_day")
+BENCHMARKS = (
+    "derive",
+    "write",
+    "live_minute",
+    "backfill_day",
+    "budget_status",
+    "alert_latency",
+)
 FIGURE_LINE = re.compile(r"^[a-z][a-z0-9_]*: -?\d+(\.\d+)? \S+( \(.*\))?$")
 
 

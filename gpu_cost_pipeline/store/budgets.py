@@ -9,6 +9,7 @@ per-pod ``gpu_pod_cost_hourly``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -17,11 +18,12 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from gpu_cost_pipeline.core.attribution import LABEL_MATCH, SCOPE_COLUMNS, Grouping
 from gpu_cost_pipeline.core.budgets import AlertKey, BudgetState, DeliveryRecord
-from gpu_cost_pipeline.store.cost_store import CostStore, read_frame
+from gpu_cost_pipeline.store.cost_store import CostStore, copy_frame, read_frame
 
 
 @contextmanager
@@ -64,6 +66,12 @@ def refresh_pod_hourly(
         GROUP BY 1, cluster, pod_uid, namespace, team, project, experiment_id, cost_center,
                  gpu_model, capacity_type, is_idle
         """,
+        params,
+    )
+    conn.execute(
+        "INSERT INTO pod_hourly_changes (cluster, hour)"
+        " SELECT %s, generate_series(%s::timestamptz, %s::timestamptz - interval '1 hour',"
+        " interval '1 hour') ON CONFLICT (cluster, hour) DO UPDATE SET changed_at = clock_timestamp()",
         params,
     )
     return cursor.rowcount
@@ -195,6 +203,95 @@ def minute_costs(
     return read_frame(conn, query, params)
 
 
+# --- the month's closed hours, cached ----------------------------------------------------------
+
+CACHE_SETTLE = timedelta(minutes=10)  # an hour counts as closed this long after it ends
+CACHE_MAX_AGE = timedelta(hours=6)  # recomputed anyway (pod labels can change)
+CACHE_RACE_MARGIN = timedelta(minutes=2)  # rewrites committing while the cache is computed
+
+
+def _fingerprint(grouping: Grouping, start: datetime) -> str:
+    document = [
+        grouping.keep,
+        sorted(grouping.values.items()),
+        grouping.selectors,
+        start.isoformat(),
+    ]
+    return hashlib.sha256(json.dumps(document, default=list).encode()).hexdigest()
+
+
+def _frame_bytes(frame: pd.DataFrame) -> bytes:
+    sink = pa.BufferOutputStream()
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _regroup(frame: pd.DataFrame) -> pd.DataFrame:
+    keys = [*GROUP_COLUMNS, LABEL_MATCH]
+    return frame.groupby(keys, as_index=False, dropna=False, sort=False).sum(numeric_only=True)
+
+
+def month_costs(
+    conn: psycopg.Connection,
+    cluster: str,
+    start: datetime,
+    end: datetime,
+    grouping: Grouping,
+    recent_start: datetime,
+    now: datetime,
+) -> pd.DataFrame:
+    """``grouped_costs`` of [start, end) with ``cost_usd`` and ``recent_cost_usd`` (since
+    ``recent_start``), the closed hours served from grouped_cost_cache: a refresh reads the
+    hours since the cache (extending it by the hours that closed meanwhile), not the month."""
+    closed = min(max((now - CACHE_SETTLE).replace(minute=0, second=0, microsecond=0), start), end)
+    fingerprint = _fingerprint(grouping, start)
+    cached = conn.execute(
+        "SELECT through_hour, computed_at, frame FROM grouped_cost_cache"
+        " WHERE cluster = %s AND fingerprint = %s",
+        (cluster, fingerprint),
+    ).fetchone()
+    reading_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+    base: pd.DataFrame | None = None
+    through = start
+    if cached is not None:
+        cached_through, computed_at, payload = cached
+        rewritten = conn.execute(
+            "SELECT 1 FROM pod_hourly_changes WHERE cluster = %s AND hour >= %s AND hour < %s"
+            " AND changed_at > %s LIMIT 1",
+            (cluster, start, cached_through, computed_at - CACHE_RACE_MARGIN),
+        ).fetchone()
+        if not rewritten and reading_at - computed_at < CACHE_MAX_AGE and cached_through <= closed:
+            base = pa.ipc.open_stream(bytes(payload)).read_all().to_pandas()
+            through = cached_through
+    if through < closed:
+        delta = grouped_costs(
+            conn, cluster, through, closed, grouping, {"cost_usd": Measure(through)}
+        )
+        base = delta if base is None else _regroup(pd.concat([base, delta], ignore_index=True))
+        # Everything cached is now as read at reading_at: the older hours were just checked.
+        conn.execute(
+            "INSERT INTO grouped_cost_cache (cluster, fingerprint, through_hour, computed_at, frame)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (cluster, fingerprint) DO UPDATE SET"
+            " through_hour = EXCLUDED.through_hour, computed_at = EXCLUDED.computed_at,"
+            " frame = EXCLUDED.frame",
+            (cluster, fingerprint, closed, reading_at, _frame_bytes(base)),
+        )
+        through = closed
+    fresh = grouped_costs(
+        conn,
+        cluster,
+        min(through, max(recent_start, start)),
+        end,
+        grouping,
+        {"cost_usd": Measure(through), "recent_cost_usd": Measure(recent_start)},
+    )
+    if base is None or base.empty:
+        return fresh
+    return pd.concat([base.assign(recent_cost_usd=0.0), fresh], ignore_index=True)
+
+
 # --- statuses ----------------------------------------------------------------------------------
 
 
@@ -214,38 +311,32 @@ class StatusRow:
 def write_statuses(
     conn: psycopg.Connection, table: str, cluster: str, rows: Iterable[StatusRow], now: datetime
 ) -> int:
-    """Replace the cluster's status rows in ``table`` (specs deleted since go with them)."""
-    rows = list(rows)
-    with conn.transaction():
-        conn.execute(
-            sql.SQL("DELETE FROM {} WHERE cluster = %s").format(sql.Identifier(table)), (cluster,)
-        )
-        for row in rows:
-            values = {
-                "cluster": cluster,
+    """Replace the cluster's status rows in ``table`` (specs deleted since go with them), in
+    one transaction: a delete and one COPY."""
+    frame = pd.DataFrame(
+        [
+            {
                 "namespace": row.namespace,
                 "name": row.name,
                 "source": row.source,
                 "status": json.dumps(row.status),
                 "problem": row.problem,
                 "computed_at": now,
+                "period": row.period,
+                "monthly_limit": row.monthly_limit,
+                "current_spend": row.current_spend,
+                "exceeded_since": row.exceeded_since,
             }
-            if table == "cost_budget_status":
-                values |= {
-                    "period": row.period,
-                    "monthly_limit": row.monthly_limit,
-                    "current_spend": row.current_spend,
-                    "exceeded_since": row.exceeded_since,
-                }
-            conn.execute(
-                sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                    sql.Identifier(table),
-                    sql.SQL(", ").join(map(sql.Identifier, values)),
-                    sql.SQL(", ").join(sql.Placeholder() * len(values)),
-                ),
-                list(values.values()),
-            )
-    return len(rows)
+            for row in rows
+        ]
+    )
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE cluster = %s").format(sql.Identifier(table)), (cluster,)
+        )
+        if not frame.empty:
+            copy_frame(conn, table, frame.assign(cluster=cluster))
+    return len(frame)
 
 
 def read_statuses(conn: psycopg.Connection, table: str, cluster: str) -> pd.DataFrame:

@@ -68,14 +68,7 @@ def budget_statuses(
         _hour(data_end or now) - timedelta(hours=source.burn_rate_hours), period.start
     )
     grouping = grouping_for([budget.scope for budget in specs.budgets], BUDGET_BREAKDOWN)
-    frame = store.grouped_costs(
-        conn,
-        cluster,
-        period.start,
-        period.end,
-        grouping,
-        {"cost_usd": store.Measure(period.start), "recent_cost_usd": store.Measure(recent_start)},
-    )
+    frame = store.month_costs(conn, cluster, period.start, period.end, grouping, recent_start, now)
     costs = ScopedCosts(frame, grouping.selectors)
     # Extrapolate from the data there is: a pipeline running for 1 hour has a 1-hour window.
     burn = BurnWindow(

@@ -56,79 +56,83 @@ def _read(args: argparse.Namespace, what: str) -> list[dict] | None:
     return rows
 
 
-def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...]) -> Table:
+def _budget_row(row: dict) -> list[str] | None:
+    status = row["status"]
+    fired = [a["name"] for a in status.get("alertsFired", []) if a.get("firedAt")]
+    active = (
+        status.get("enforcement", {}).get("action") if status.get("enforcementActive") else None
+    )
+    return [
+        f"{row['namespace']}/{row['name']}",
+        _money(status.get("monthlyLimit")),
+        _money(status.get("currentSpend")),
+        f"{status.get('percentageUsed', 0):.1f}%",
+        _money(status.get("projectedMonthlySpend")),
+        status.get("budgetStatus", ""),
+        f"{active} active" if active else "–",
+        ", ".join(fired) or "–",
+    ]
+
+
+def _attribution_row(row: dict) -> list[str] | None:
+    status = row["status"]
+    if "monthlyCost" not in status:  # no cost data yet
+        return None
+    return [
+        f"{row['namespace']}/{row['name']}",
+        status.get("scope", ""),
+        _money(status["monthlyCost"]),
+        _money(status["dailyCost"]),
+        _money(status["hourlyCost"]),
+        _money(status["costPerGPUHour"]),
+        str(status["activePods"]),
+        str(status["activeGPUs"]),
+    ]
+
+
+VIEWS = {
+    "budgets": (
+        "CostBudgets",
+        ("Budget", "Limit", "Spend", "Used", "Projected", "Status", "Enforcement", "Alerts fired"),
+        ("Budget", "Status", "Enforcement", "Alerts fired"),
+        _budget_row,
+    ),
+    "attributions": (
+        "CostAttributions",
+        ("Attribution", "Scope", "Monthly", "Daily", "Hourly", "$/GPU-hour", "Pods", "GPUs"),
+        ("Attribution", "Scope"),
+        _attribution_row,
+    ),
+}
+
+
+def _run(args: argparse.Namespace, what: str) -> int:
+    rows = _read(args, what)
+    if rows is None:
+        return 2
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    title, columns, left, render = VIEWS[what]
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, justify="left" if column in left else "right")
-    return table
+    for row in rows:
+        cells = None if row["problem"] else render(row)
+        if cells:
+            table.add_row(*cells)
+    console = _console()
+    console.print(table)
+    _print_problems(console, [row for row in rows if row["problem"]])
+    return 0
 
 
 def run_budgets(args: argparse.Namespace) -> int:
-    rows = _read(args, "budgets")
-    if rows is None:
-        return 2
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
-    table = _table(
-        "CostBudgets",
-        ("Budget", "Limit", "Spend", "Used", "Projected", "Status", "Enforcement", "Alerts fired"),
-        left=("Budget", "Status", "Enforcement", "Alerts fired"),
-    )
-    for row in rows:
-        status = row["status"]
-        if row["problem"]:
-            continue
-        fired = [a["name"] for a in status.get("alertsFired", []) if a.get("firedAt")]
-        active = (
-            status.get("enforcement", {}).get("action") if status.get("enforcementActive") else None
-        )
-        table.add_row(
-            f"{row['namespace']}/{row['name']}",
-            _money(status.get("monthlyLimit")),
-            _money(status.get("currentSpend")),
-            f"{status.get('percentageUsed', 0):.1f}%",
-            _money(status.get("projectedMonthlySpend")),
-            status.get("budgetStatus", ""),
-            f"{active} active" if active else "–",
-            ", ".join(fired) or "–",
-        )
-    console = _console()
-    console.print(table)
-    _print_problems(console, [row for row in rows if row["problem"]])
-    return 0
+    return _run(args, "budgets")
 
 
 def run_attributions(args: argparse.Namespace) -> int:
-    rows = _read(args, "attributions")
-    if rows is None:
-        return 2
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
-    table = _table(
-        "CostAttributions",
-        ("Attribution", "Scope", "Monthly", "Daily", "Hourly", "$/GPU-hour", "Pods", "GPUs"),
-        left=("Attribution", "Scope"),
-    )
-    for row in rows:
-        status = row["status"]
-        if row["problem"] or "monthlyCost" not in status:
-            continue
-        table.add_row(
-            f"{row['namespace']}/{row['name']}",
-            status.get("scope", ""),
-            _money(status["monthlyCost"]),
-            _money(status["dailyCost"]),
-            _money(status["hourlyCost"]),
-            _money(status["costPerGPUHour"]),
-            str(status["activePods"]),
-            str(status["activeGPUs"]),
-        )
-    console = _console()
-    console.print(table)
-    _print_problems(console, [row for row in rows if row["problem"]])
-    return 0
+    return _run(args, "attributions")
 
 
 def _console() -> Console:

@@ -388,6 +388,11 @@ def ledger_records(
     return records
 
 
+def _key_values(key: AlertKey) -> tuple[str, str, str, str, str]:
+    """The ledger's (namespace, name, alert, period, action) of a key."""
+    return (key.namespace, key.budget, key.alert, key.period, key.action)
+
+
 def lock_alert(conn: psycopg.Connection, cluster: str, subject_kind: str, key: AlertKey) -> None:
     """Serialize deliveries of one alert key (in the caller's transaction): two runs for the
     same key can never both find a channel unsent and both send."""
@@ -409,16 +414,7 @@ def channels_done(
         "SELECT channel_index FROM alert_ledger WHERE cluster = %s AND subject_kind = %s"
         " AND namespace = %s AND name = %s AND alert = %s AND period = %s AND action = %s"
         " AND outcome = ANY(%s)",
-        (
-            cluster,
-            subject_kind,
-            key.namespace,
-            key.budget,
-            key.alert,
-            key.period,
-            key.action,
-            list(outcomes),
-        ),
+        (cluster, subject_kind, *_key_values(key), list(outcomes)),
     ).fetchall()
     return {channel for (channel,) in rows}
 
@@ -442,11 +438,7 @@ def record_attempt(
         (
             cluster,
             subject_kind,
-            key.namespace,
-            key.budget,
-            key.alert,
-            key.period,
-            key.action,
+            *_key_values(key),
             channel_index,
             channel_type,
             outcome,

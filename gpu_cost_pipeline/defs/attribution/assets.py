@@ -6,9 +6,8 @@ import dagster as dg
 from gpu_cost_pipeline.core.specs import ATTRIBUTION_KIND
 from gpu_cost_pipeline.defs.budgets import clock
 from gpu_cost_pipeline.defs.budgets.resources import SpecSource
-from gpu_cost_pipeline.defs.budgets.status import attribution_statuses, log_problems, publish
+from gpu_cost_pipeline.defs.budgets.status import attribution_statuses, refresh_statuses
 from gpu_cost_pipeline.defs.usage.source import UsageSource
-from gpu_cost_pipeline.store import budgets as budget_store
 from gpu_cost_pipeline.store.cost_store import CostStore
 
 
@@ -26,14 +25,16 @@ def cost_attributions(
     usage_source: UsageSource,
     specs: SpecSource,
 ) -> dg.MaterializeResult:
-    now = clock.now()
-    loaded = specs.load()
-    log_problems(context.log, loaded, ATTRIBUTION_KIND)
     cluster = usage_source.cluster
-    with budget_store.session(store) as conn:
-        rows = attribution_statuses(conn, cluster, loaded, specs.timezone, now)
-        budget_store.write_statuses(conn, "cost_attribution_status", cluster, rows, now)
-    written = publish(specs, rows, ATTRIBUTION_KIND, context.log)
+    rows, written = refresh_statuses(
+        context.log,
+        store,
+        cluster,
+        specs,
+        ATTRIBUTION_KIND,
+        lambda conn, loaded, now: attribution_statuses(conn, cluster, loaded, specs.timezone, now),
+        clock.now(),
+    )
     metadata: dict = {
         "attributions": sum(r.problem is None for r in rows),
         "invalid_specs": sum(r.problem is not None for r in rows),

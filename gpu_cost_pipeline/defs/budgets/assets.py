@@ -6,7 +6,7 @@ import dagster as dg
 from gpu_cost_pipeline.core.specs import BUDGET_KIND
 from gpu_cost_pipeline.defs.budgets import clock
 from gpu_cost_pipeline.defs.budgets.resources import SpecSource
-from gpu_cost_pipeline.defs.budgets.status import budget_statuses, log_problems, publish
+from gpu_cost_pipeline.defs.budgets.status import budget_statuses, refresh_statuses
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.store import budgets as budget_store
 from gpu_cost_pipeline.store.cost_store import CostStore
@@ -29,16 +29,18 @@ def budget_status(
     usage_source: UsageSource,
     specs: SpecSource,
 ) -> dg.MaterializeResult:
-    now = clock.now()
-    loaded = specs.load()
-    log_problems(context.log, loaded, BUDGET_KIND)
     cluster = usage_source.cluster
-    with budget_store.session(store) as conn:
-        rows = budget_statuses(conn, cluster, loaded, specs, now)
-        budget_store.write_statuses(conn, "cost_budget_status", cluster, rows, now)
-        with conn.transaction():
-            breaches = budget_store.record_pod_limit_breaches(conn, cluster)
-    written = publish(specs, rows, BUDGET_KIND, context.log)
+    rows, written = refresh_statuses(
+        context.log,
+        store,
+        cluster,
+        specs,
+        BUDGET_KIND,
+        lambda conn, loaded, now: budget_statuses(conn, cluster, loaded, specs, now),
+        clock.now(),
+    )
+    with budget_store.session(store) as conn, conn.transaction():
+        breaches = budget_store.record_pod_limit_breaches(conn, cluster)
     return dg.MaterializeResult(metadata=budget_metadata(rows, breaches, written))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -22,9 +23,11 @@ from gpu_cost_pipeline.core.budgets import BREAKDOWN as BUDGET_BREAKDOWN_TITLES
 from gpu_cost_pipeline.core.budgets import BurnWindow, Period, month_period
 from gpu_cost_pipeline.core.specs import ATTRIBUTION_KIND, BUDGET_KIND, SpecRef, Specs
 from gpu_cost_pipeline.defs.budgets.resources import SpecSource, condition
-from gpu_cost_pipeline.store import budgets as store
+from gpu_cost_pipeline.store import budgets as budget_store
+from gpu_cost_pipeline.store.cost_store import CostStore
 
 MAX_LOGGED_PROBLEMS = 50
+STATUS_TABLES = {BUDGET_KIND: "cost_budget_status", ATTRIBUTION_KIND: "cost_attribution_status"}
 BUDGET_BREAKDOWN = tuple(BUDGET_BREAKDOWN_TITLES)
 
 
@@ -36,14 +39,14 @@ def log_problems(log: logging.Logger | logging.LoggerAdapter, specs: Specs, kind
         log.warning(f"... and {len(problems) - MAX_LOGGED_PROBLEMS} more invalid specs")
 
 
-def _problem_rows(specs: Specs, kind: str) -> list[store.StatusRow]:
+def _problem_rows(specs: Specs, kind: str) -> list[budget_store.StatusRow]:
     """One status row per invalid object, all its problems in one message."""
     by_ref: dict[SpecRef, list[str]] = defaultdict(list)
     for problem in specs.problems:
         if problem.ref.kind == kind:
             by_ref[problem.ref].append(f"{problem.field}: {problem.message}")
     return [
-        store.StatusRow(
+        budget_store.StatusRow(
             ref.namespace,
             ref.name,
             ref.source,
@@ -60,23 +63,25 @@ def _hour(moment: datetime) -> datetime:
 
 def budget_statuses(
     conn: psycopg.Connection, cluster: str, specs: Specs, source: SpecSource, now: datetime
-) -> list[store.StatusRow]:
+) -> list[budget_store.StatusRow]:
     period = month_period(now, source.timezone)
-    last = store.last_cost_minute(conn, cluster)
+    last = budget_store.last_cost_minute(conn, cluster)
     data_end = last + timedelta(minutes=1) if last else None
     recent_start = max(
         _hour(data_end or now) - timedelta(hours=source.burn_rate_hours), period.start
     )
     grouping = grouping_for([budget.scope for budget in specs.budgets], BUDGET_BREAKDOWN)
-    frame = store.month_costs(conn, cluster, period.start, period.end, grouping, recent_start, now)
+    frame = budget_store.month_costs(
+        conn, cluster, period.start, period.end, grouping, recent_start, now
+    )
     costs = ScopedCosts(frame, grouping.selectors)
     # Extrapolate from the data there is: a pipeline running for 1 hour has a 1-hour window.
     burn = BurnWindow(
-        store.first_cost_minute(conn, cluster, recent_start) or recent_start, data_end
+        budget_store.first_cost_minute(conn, cluster, recent_start) or recent_start, data_end
     )
-    previous = store.budget_states(conn, cluster)
-    fired = alerts_fired_by_budget(store.alerts_fired(conn, cluster, period.key))
-    active = store.active_enforcements(conn, cluster)
+    previous = budget_store.budget_states(conn, cluster)
+    fired = alerts_fired_by_budget(budget_store.alerts_fired(conn, cluster, period.key))
+    active = budget_store.active_enforcements(conn, cluster)
     rows = []
     for budget in specs.budgets:
         key = (budget.ref.namespace, budget.ref.name)
@@ -100,7 +105,7 @@ def budget_statuses(
         ]
         spend, limit = status["currentSpend"], budget.spec.monthlyLimit
         rows.append(
-            store.StatusRow(
+            budget_store.StatusRow(
                 budget.ref.namespace,
                 budget.ref.name,
                 budget.ref.source,
@@ -150,15 +155,15 @@ def alerts_fired_by_budget(ledger: pd.DataFrame) -> dict[tuple[str, str], list[d
 
 def attribution_statuses(
     conn: psycopg.Connection, cluster: str, specs: Specs, timezone: str, now: datetime
-) -> list[store.StatusRow]:
+) -> list[budget_store.StatusRow]:
     rows = _problem_rows(specs, ATTRIBUTION_KIND)
     attributions = specs.attributions
-    last = store.last_cost_minute(conn, cluster)
+    last = budget_store.last_cost_minute(conn, cluster)
     if last is None or not attributions:
         for attribution in attributions:
             ref = attribution.ref
             rows.append(
-                store.StatusRow(
+                budget_store.StatusRow(
                     ref.namespace,
                     ref.name,
                     ref.source,
@@ -173,26 +178,27 @@ def attribution_statuses(
     windows = AttributionWindows(last, month_period(last, timezone).start)
     grouping = grouping_for([a.scope for a in attributions], tuple(BREAKDOWN_COLUMNS))
     measures = {
-        "day": store.Measure(windows.day_start),
-        "month": store.Measure(windows.month_start),
+        "day": budget_store.Measure(windows.day_start),
+        "month": budget_store.Measure(windows.month_start),
     }
     for days in {a.spec.retentionDays for a in attributions}:
         since = windows.total_start(days)
-        measures[f"total_{days}d"] = store.Measure(since)
-        measures[f"total_{days}d_gpu_hours"] = store.Measure(since, "gpu_hours")
-        measures[f"total_{days}d_on_demand"] = store.Measure(since, "on_demand_cost_usd")
-        measures[f"total_{days}d_exclusive"] = store.Measure(since, "exclusive_cost_usd")
+        measures[f"total_{days}d"] = budget_store.Measure(since)
+        measures[f"total_{days}d_gpu_hours"] = budget_store.Measure(since, "gpu_hours")
+        measures[f"total_{days}d_on_demand"] = budget_store.Measure(since, "on_demand_cost_usd")
+        measures[f"total_{days}d_exclusive"] = budget_store.Measure(since, "exclusive_cost_usd")
     earliest = min(m.since for m in measures.values())
     costs = ScopedCosts(
-        store.grouped_costs(conn, cluster, earliest, windows.data_end, grouping, measures),
+        budget_store.grouped_costs(conn, cluster, earliest, windows.data_end, grouping, measures),
         grouping.selectors,
     )
     active = ScopedCosts(
-        store.minute_costs(conn, cluster, last, windows.data_end, grouping), grouping.selectors
+        budget_store.minute_costs(conn, cluster, last, windows.data_end, grouping),
+        grouping.selectors,
     )
     hour_start = windows.data_end - timedelta(hours=1)
     hour = ScopedCosts(
-        store.minute_costs(conn, cluster, hour_start, windows.data_end, grouping),
+        budget_store.minute_costs(conn, cluster, hour_start, windows.data_end, grouping),
         grouping.selectors,
     )
     for attribution in attributions:
@@ -205,11 +211,11 @@ def attribution_statuses(
                 True, "StatusComputed", f"costs through {status['dataThrough']}", ref.generation
             )
         ]
-        rows.append(store.StatusRow(ref.namespace, ref.name, ref.source, status))
+        rows.append(budget_store.StatusRow(ref.namespace, ref.name, ref.source, status))
     return rows
 
 
-def publish(source: SpecSource, rows: list[store.StatusRow], kind: str, log) -> int:
+def publish(source: SpecSource, rows: list[budget_store.StatusRow], kind: str, log) -> int:
     """Statuses of cluster specs onto their status subresource; problems logged."""
     written = 0
     for row in rows:
@@ -224,3 +230,23 @@ def publish(source: SpecSource, rows: list[store.StatusRow], kind: str, log) -> 
 
 def period_of(source: SpecSource, now: datetime) -> Period:
     return month_period(now, source.timezone)
+
+
+def refresh_statuses(
+    log,
+    store: CostStore,
+    cluster: str,
+    source: SpecSource,
+    kind: str,
+    compute: Callable[[psycopg.Connection, Specs, datetime], list[budget_store.StatusRow]],
+    now: datetime,
+) -> tuple[list[budget_store.StatusRow], int]:
+    """What both status assets do: read the specs (problems logged), compute every status,
+    replace the status table's rows, write the cluster's status subresources. Returns the rows
+    and how many statuses reached the cluster."""
+    specs = source.load()
+    log_problems(log, specs, kind)
+    with budget_store.session(store) as conn:
+        rows = compute(conn, specs, now)
+        budget_store.write_statuses(conn, STATUS_TABLES[kind], cluster, rows, now)
+    return rows, publish(source, rows, kind, log)

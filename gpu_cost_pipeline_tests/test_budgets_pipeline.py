@@ -320,3 +320,23 @@ def test_a_pod_past_its_cost_limit_alerts_once_with_an_event(scenario, database_
     (event,) = [e for e in api.objects_of("events") if e["involvedObject"]["kind"] == "Pod"]
     assert event["reason"] == "CostLimitExceeded" and event["type"] == "Warning"
     assert event["involvedObject"]["uid"] == "pod-vision"
+
+
+def test_budget_status_follows_each_gpu_cost_materialization(tmp_path: Path):
+    """The asset sensor requests one budget_status refresh per new gpu_cost materialization."""
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        sensor = jobs.budget_status_after_costs
+        cursor = None
+        requests = []
+        for minute in ("2026-11-20-10:00", "2026-11-20-10:01"):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization("gpu_cost", partition=minute)
+            )
+            context = dg.build_sensor_context(instance=instance, cursor=cursor)
+            data = sensor.evaluate_tick(context)
+            cursor = data.cursor
+            requests += data.run_requests or []
+        idle = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
+    assert len({r.run_key for r in requests}) == 2
+    assert {r.job_name or sensor.job_name for r in requests} == {"budget_status_job"}
+    assert not idle.run_requests

@@ -23,7 +23,8 @@ cost_attributions_job = dg.define_asset_job(
 def budget_status_after_costs(
     context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
 ) -> dg.RunRequest:
-    return dg.RunRequest(run_key=f"gpu_cost:{asset_event.storage_id}")
+    # One refresh per materialization (a range run's newest event stands for the whole run).
+    return dg.RunRequest(run_key=f"gpu_cost:{asset_event.run_id}:{asset_event.timestamp}")
 
 
 cost_attributions_every_5_minutes = dg.ScheduleDefinition(

@@ -103,7 +103,9 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(daemon.pid, signal.SIGKILL)
         if not receiver.to("/alerts"):
-            shutil.copy(Path(work, "daemon.log"), Path(tempfile.gettempdir(), "alert_latency_daemon.log"))
+            shutil.copy(
+                Path(work, "daemon.log"), Path(tempfile.gettempdir(), "alert_latency_daemon.log")
+            )
             log = Path(work, "daemon.log").read_text().splitlines()
             progress("\n".join(line for line in log if "Sensor" in line or "rror" in line)[-6000:])
             progress(f"runs: {run_steps(home, datetime.now(UTC) - timedelta(hours=1))}")

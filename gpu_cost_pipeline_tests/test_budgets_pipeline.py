@@ -137,8 +137,13 @@ def scenario(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             resources=build_resources(load_settings(env)),
             executor=dg.in_process_executor,
         )  # fmt: skip
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+        # Not `with instance:` — entering an instance sets Dagster's process-wide definitions
+        # state storage, which would outlive this test.
+        instance = dg.DagsterInstance.from_config(str(home))
+        try:
             yield api, receiver, defs, instance, env
+        finally:
+            instance.dispose()
 
 
 def step(defs, instance, ticks: int = 3) -> list:
@@ -324,7 +329,8 @@ def test_a_pod_past_its_cost_limit_alerts_once_with_an_event(scenario, database_
 
 def test_budget_status_follows_each_gpu_cost_materialization(tmp_path: Path):
     """The asset sensor requests one budget_status refresh per new gpu_cost materialization."""
-    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    try:
         sensor = jobs.budget_status_after_costs
         cursor = None
         requests = []
@@ -337,6 +343,8 @@ def test_budget_status_follows_each_gpu_cost_materialization(tmp_path: Path):
             cursor = data.cursor
             requests += data.run_requests or []
         idle = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
+    finally:
+        instance.dispose()
     assert len({r.run_key for r in requests}) == 2
     assert {r.job_name or sensor.job_name for r in requests} == {"budget_status_job"}
     assert not idle.run_requests

@@ -163,6 +163,8 @@ def test_definitions_load():
         "gpu_pod_usage",
         "gpu_prices",
         "gpu_cost",
+        "cost_attributions",
+        "budget_status",
     }
 
 

@@ -52,6 +52,9 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
             "003_gpu_pods_seen_index",
             "004_price_lookup",
             "005_store_settings",
+            "020_budgets",
+            "021_pod_labels_index",
+            "022_budget_cost_cache",
             "plain/002_hourly_rollup",
         ]
         tables = {
@@ -64,7 +67,7 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
     assert "gpu_cost_hourly" in tables
     assert migrate(lambda: psycopg.connect(store.database_url or "")) == "plain"  # no-op
     with psycopg.connect(store.database_url or "") as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (8,)
 
 
 def run_concurrently(work, copies: int) -> list[Exception]:
@@ -91,7 +94,7 @@ def test_concurrent_processes_migrate_once(database_url: str):
 
     assert run_concurrently(run, 4) == []
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (8,)
 
 
 def test_rewriting_a_window_replaces_it_and_touches_nothing_else(store: CostStore):

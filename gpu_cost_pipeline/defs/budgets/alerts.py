@@ -58,6 +58,7 @@ def notification_for(
     key: AlertKey,
     state: BudgetState | None,
     now: datetime,
+    current_period: str,
 ) -> notify.Notification:
     ref, limit = budget.ref, budget.spec.monthlyLimit
     spend = state.current_spend if state and state.period == key.period else 0.0
@@ -73,7 +74,7 @@ def notification_for(
         "scope": budget.scope.describe(),
     }
     if key.action == RESOLVE:
-        if key.period != month_period(now).key and key.period != (state.period if state else ""):
+        if key.period != current_period:
             why = f"the month {key.period} is over"
         elif not budget.spec.enabled:
             why = "the budget was disabled"
@@ -191,7 +192,8 @@ def deliver_budget_alert(
                 ("sent",),
             )
             channels = [(i, c) for i, c in channels if i in fired]
-    notification = notification_for(cluster, budget, alert, key, state, now)
+    current_period = month_period(now, specs.timezone).key
+    notification = notification_for(cluster, budget, alert, key, state, now, current_period)
     counts = deliver(
         context,
         store,

@@ -53,3 +53,14 @@ def database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def store(database_url: str) -> CostStore:
     return CostStore(database_url=database_url)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_definitions_state_storage() -> Iterator[None]:
+    """Dagster keeps the entered instance's definitions-state storage in a context variable; a
+    test whose runs left it pointing at a disposed instance would break later definition loads
+    (`Attempted to resolve undefined DagsterInstance weakref`). Each test starts without one."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+    yield

@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 # Local state: the embedded PostgreSQL and the Dagster instance live under .data/.
 export GPU_COST_DATA_DIR ?= $(CURDIR)/.data
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster
+# Example budgets and attributions for the simulated cluster (some cross their thresholds).
+export GPU_COST_SPECS_DIR ?= $(CURDIR)/examples/simulated
 
 .PHONY: setup run dev test bench lint format stop clean prometheus
 
@@ -30,7 +32,8 @@ $(DAGSTER_HOME)/dagster.yaml:
 # The embedded PostgreSQL is stopped afterwards unless it was already running (e.g. `make dev`).
 run: setup $(DAGSTER_HOME)/dagster.yaml
 	@was_running=$$($(BIN)/gpu-autoscaler db running && echo yes); \
-	$(BIN)/gpu-autoscaler materialize --last 60m && $(BIN)/gpu-autoscaler cost --last 1h; \
+	$(BIN)/gpu-autoscaler materialize --last 60m && $(BIN)/gpu-autoscaler cost --last 1h \
+		&& $(BIN)/gpu-autoscaler budgets && $(BIN)/gpu-autoscaler attributions; \
 	status=$$?; \
 	[ -n "$$was_running" ] || $(BIN)/gpu-autoscaler db stop >/dev/null; \
 	exit $$status

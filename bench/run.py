@@ -27,6 +27,8 @@ BENCHMARKS = (
     "price_resolution",
     "monitoring",
     "roi",
+    "budget_status",
+    "alert_latency",
 )
 FIGURE_LINE = re.compile(r"^[a-z][a-z0-9_]*: -?\d+(\.\d+)? \S+( \(.*\))?$")
 

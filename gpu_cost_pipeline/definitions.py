@@ -8,6 +8,20 @@ import dagster as dg
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy is beta in 1.13
 
+from gpu_cost_pipeline.defs.attribution.assets import cost_attributions
+from gpu_cost_pipeline.defs.budgets.alerts import (
+    budget_alerts,
+    send_budget_alerts,
+    send_pod_cost_alerts,
+)
+from gpu_cost_pipeline.defs.budgets.assets import budget_status
+from gpu_cost_pipeline.defs.budgets.enforcement import budget_enforcement, enforce_budget
+from gpu_cost_pipeline.defs.budgets.jobs import (
+    budget_status_after_costs,
+    budget_status_job,
+    cost_attributions_every_5_minutes,
+    cost_attributions_job,
+)
 from gpu_cost_pipeline.defs.catch_up import build_catch_up_sensor
 from gpu_cost_pipeline.defs.costs.assets import gpu_cost
 from gpu_cost_pipeline.defs.jobs import gpu_cost_every_minute, gpu_cost_job
@@ -29,4 +43,21 @@ defs = dg.Definitions(
     # runs its steps one after another anyway: one process saves a Python start-up per step,
     # which matters when a run must finish well inside its minute.
     executor=dg.in_process_executor,
+)
+
+# Attribution, budgets, alerts and enforcement.
+defs = dg.Definitions.merge(
+    defs,
+    dg.Definitions(
+        assets=[cost_attributions, budget_status],
+        jobs=[
+            budget_status_job,
+            cost_attributions_job,
+            send_budget_alerts,
+            send_pod_cost_alerts,
+            enforce_budget,
+        ],
+        schedules=[cost_attributions_every_5_minutes],
+        sensors=[budget_status_after_costs, budget_alerts, budget_enforcement],
+    ),
 )

@@ -96,6 +96,16 @@ def _host_port(raw: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)  # [::1]:9410 → ::1
 
 
+def _time_zone(raw: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(raw.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _Invalid("expected an IANA time zone such as UTC or Europe/Berlin") from None
+    return raw.strip()
+
+
 def _database_url(raw: str) -> str:
     """A libpq connection URL or key=value string (psycopg's own parser decides)."""
     from psycopg.conninfo import conninfo_to_dict
@@ -392,6 +402,28 @@ SETTINGS: tuple[Setting, ...] = (
         "Pod label that opts a workload in to spot: pods labelled `true` that ran on on-demand "
         "capacity are recommended for spot.",
     ),
+    Setting(
+        "GPU_COST_SPECS_DIR", "specs_dir", None, "(empty)",
+        "Folder of CostAttribution/CostBudget YAML files, read on every sensor tick. Empty: the "
+        "cluster's custom resources when `GPU_COST_SOURCE=kubernetes`, else none (`make run` and "
+        "`make dev` use `examples/simulated`).",
+    ),
+    Setting(
+        "GPU_COST_BUDGET_TIMEZONE", "budget_timezone", "UTC", "`UTC`",
+        "Time zone of the budgets' calendar months (an IANA name such as `Europe/Berlin`).",
+        _time_zone,
+    ),
+    Setting(
+        "GPU_COST_BURN_RATE_HOURS", "burn_rate_hours", 6, "`6`",
+        "Hours of recent cost whose rate projects a budget's month-end spend.",
+        _integer(minimum=1),
+    ),
+    Setting(
+        "GPU_COST_ALERT_MAX_ATTEMPTS", "alert_max_attempts", 4, "`4`",
+        "Attempts per alert channel per run (429/5xx/connection errors; Retry-After honoured); "
+        "a channel still failing is retried on the next sensor tick.",
+        _integer(minimum=1),
+    ),
 )  # fmt: skip
 
 
@@ -442,6 +474,10 @@ class Settings:
     underutilized_utilization: float
     waste_min_hours: float
     interruptible_label: str
+    specs_dir: str | None
+    budget_timezone: str
+    burn_rate_hours: int
+    alert_max_attempts: int
 
     def first_partition(self, now: datetime | None = None) -> str:
         """The configured first partition, else the 1st of the previous month (UTC)."""

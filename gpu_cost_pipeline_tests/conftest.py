@@ -56,15 +56,15 @@ def store(database_url: str) -> CostStore:
 
 
 @pytest.fixture(autouse=True)
-def _forget_entered_dagster_instances() -> Iterator[None]:
-    """Dagster 1.13 keeps an instance's definitions-state storage in a context variable while
-    the instance is entered, and loses the reset when one instance is entered twice (e.g.
-    ``materialize(instance=...)`` inside ``instance_for_test()``). A later test that loads
-    Definitions would then read a deleted instance's database; clear it after every test."""
-    yield
+def _no_leftover_definitions_state_storage() -> Iterator[None]:
+    """Dagster keeps the entered instance's definitions-state storage in a context variable and
+    loses its reset when one instance is entered twice (``materialize(instance=...)`` inside
+    ``instance_for_test()``); later definition loads then reach a disposed instance
+    (`Attempted to resolve undefined DagsterInstance weakref`). Each test starts without one."""
     from dagster._core.storage.defs_state.base import _current_storage
 
     _current_storage.set(None)
+    yield
 
 
 @pytest.fixture(scope="session")

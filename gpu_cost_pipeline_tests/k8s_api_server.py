@@ -14,6 +14,7 @@ no ``apiVersion``/``kind`` (kubernetes/kubernetes#3030) unless ``item_type_meta=
 import base64
 import binascii
 import contextlib
+import copy
 import itertools
 import json
 import socket
@@ -21,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -355,6 +357,64 @@ def _status(code: int, message: str, reason: str | None = None, **details: Any) 
     return body
 
 
+@dataclass(frozen=True)
+class ResourceType:
+    """A kind the server stores generically: created, read, replaced, merge-patched, deleted."""
+
+    prefix: str  # "/api/v1" or "/apis/<group>/<version>"
+    plural: str
+    kind: str
+    namespaced: bool
+    status_subresource: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return "v1" if self.prefix == "/api/v1" else self.prefix.removeprefix("/apis/")
+
+
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+GPU_AUTOSCALER = "/apis/gpu-autoscaler.io/v1alpha1"
+RESOURCE_TYPES = (
+    ResourceType("/api/v1", "secrets", "Secret", True),
+    ResourceType("/api/v1", "events", "Event", True),
+    ResourceType("/api/v1", "resourcequotas", "ResourceQuota", True, True),
+    ResourceType(
+        ADMISSION, "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False, True
+    ),
+    ResourceType(
+        ADMISSION, "validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding", False
+    ),
+    ResourceType(GPU_AUTOSCALER, "costbudgets", "CostBudget", True, True),
+    ResourceType(GPU_AUTOSCALER, "costattributions", "CostAttribution", True, True),
+    ResourceType(GPU_AUTOSCALER, "autoscalingpolicies", "AutoscalingPolicy", True, True),
+)
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as kube-apiserver applies ``application/merge-patch+json``."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _status_success(rtype: ResourceType, obj: dict) -> dict:
+    metadata = obj.get("metadata") or {}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {"name": metadata.get("name"), "kind": rtype.plural, "uid": metadata.get("uid")},
+    }
+
+
 class _ApiError(Exception):
     def __init__(self, code: int, message: str, reason: str | None = None, **details: Any):
         super().__init__(message)
@@ -466,12 +526,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:
+    def _serve(self) -> None:
         api = self.server.api
-        code, body = api._handle("GET", self.path, dict(self.headers.items()))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        code, payload_body = api._handle(self.command, self.path, dict(self.headers.items()), body)
         if api.delay_seconds:
             time.sleep(api.delay_seconds)
-        payload = json.dumps(body).encode()
+        payload = json.dumps(payload_body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -481,18 +543,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def _method_not_allowed(self) -> None:
-        self.server.api._record(self.command, self.path)
-        payload = json.dumps(
-            _status(405, "the server does not allow this method on the requested resource")
-        ).encode()
-        self.send_response(405)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = _method_not_allowed
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
 
 class FakeKubernetesApi:
@@ -517,6 +568,10 @@ class FakeKubernetesApi:
         self._failures: list[int] = []
         self._failures_skip = 0
         self._expire_continue = 0
+        # Objects of RESOURCE_TYPES by (plural, namespace or "", name).
+        self.objects: dict[tuple[str, str, str], dict] = {}
+        # False: the server has no ValidatingAdmissionPolicy API (before Kubernetes 1.30).
+        self.serves_admission_policies = True
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -623,13 +678,204 @@ class FakeKubernetesApi:
                 result.append({key: values[-1] for key, values in query.items()})
         return result
 
+    # --- stored objects (RESOURCE_TYPES) ---------------------------------------------------
+
+    def put(self, obj: dict) -> dict:
+        """Store an object as if created through the API (uid, resourceVersion, generation)."""
+        rtype = next(t for t in RESOURCE_TYPES if t.kind == obj["kind"])
+        metadata = obj.setdefault("metadata", {})
+        namespace = metadata.get("namespace", "") if rtype.namespaced else ""
+        if rtype.namespaced and not namespace:
+            metadata["namespace"] = namespace = "default"
+        stored = self._created(rtype, obj)
+        with self._lock:
+            self.objects[(rtype.plural, namespace, metadata["name"])] = stored
+        return stored
+
+    def get_object(self, plural: str, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            obj = self.objects.get((plural, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def objects_of(self, plural: str) -> list[dict]:
+        with self._lock:
+            found = [copy.deepcopy(o) for (p, _, _), o in self.objects.items() if p == plural]
+        return sorted(found, key=_storage_key)
+
+    def _created(self, rtype: ResourceType, obj: dict) -> dict:
+        stored = copy.deepcopy(obj)
+        stored["apiVersion"], stored["kind"] = rtype.api_version, rtype.kind
+        metadata = stored.setdefault("metadata", {})
+        metadata.setdefault("uid", str(uuid.uuid4()))
+        metadata.setdefault("creationTimestamp", rfc3339(datetime.now(UTC)))
+        metadata["resourceVersion"] = _next_resource_version()
+        metadata["generation"] = 1
+        if rtype.status_subresource:
+            stored.pop("status", None)  # a create never sets status through the main resource
+        return stored
+
+    def _locate(self, path: str) -> tuple[ResourceType, str, str | None, str | None] | None:
+        """(type, namespace, name, subresource) of a path to a stored kind, else None."""
+        for rtype in RESOURCE_TYPES:
+            if not path.startswith(rtype.prefix + "/"):
+                continue
+            segments = path[len(rtype.prefix) + 1 :].split("/")
+            namespace = ""
+            if rtype.namespaced and segments[0] == "namespaces" and len(segments) >= 3:
+                namespace, segments = segments[1], segments[2:]
+            if segments[0] != rtype.plural or len(segments) > 3:
+                continue
+            if rtype.prefix == ADMISSION and not self.serves_admission_policies:
+                raise _ApiError(404, "the server could not find the requested resource")
+            name = segments[1] if len(segments) > 1 else None
+            subresource = segments[2] if len(segments) > 2 else None
+            if subresource is not None and (
+                subresource != "status" or not rtype.status_subresource
+            ):
+                raise _ApiError(404, "the server could not find the requested resource")
+            return rtype, namespace, name, subresource
+        return None
+
+    def _read(self, path: str, query: dict) -> dict:
+        located = self._locate(path)
+        if located is None:
+            raise _ApiError(404, "the server could not find the requested resource")
+        rtype, namespace, name, _ = located
+        if name is not None:
+            obj = self.get_object(rtype.plural, namespace, name)
+            if obj is None:
+                raise self._not_found(rtype, name)
+            return obj
+        objects = [
+            o
+            for o in self.objects_of(rtype.plural)
+            if not namespace or o["metadata"].get("namespace") == namespace
+        ]
+        listed = self._list(rtype.plural, f"{rtype.kind}List", rtype.kind, objects, query)
+        if rtype.prefix == GPU_AUTOSCALER:
+            # Custom resources are served unstructured: their list items keep apiVersion/kind.
+            for item in listed["items"]:
+                item["apiVersion"], item["kind"] = rtype.api_version, rtype.kind
+        return listed | {"apiVersion": rtype.api_version}
+
+    @staticmethod
+    def _not_found(rtype: ResourceType, name: str) -> _ApiError:
+        group = rtype.api_version.rpartition("/")[0]
+        resource = f"{rtype.plural}.{group}" if group else rtype.plural
+        return _ApiError(
+            404, f'{resource} "{name}" not found', name=name, kind=rtype.plural, group=group
+        )
+
+    def _write(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, dict]:
+        path = urlsplit(raw_path).path.rstrip("/")
+        located = self._locate(path)
+        if located is None:
+            raise _ApiError(405, "the server does not allow this method on the requested resource")
+        rtype, namespace, name, subresource = located
+        content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+        try:
+            document = json.loads(body) if body else None
+        except ValueError:
+            raise _ApiError(400, "the request body is not JSON") from None
+        with self._lock:
+            key = (rtype.plural, namespace, name or "")
+            current = self.objects.get(key)
+            if method == "POST" and name is None:
+                return self._create_locked(rtype, namespace, document)
+            if name is None:
+                raise _ApiError(
+                    405, "the server does not allow this method on the requested resource"
+                )
+            if current is None:
+                raise self._not_found(rtype, name)
+            if method == "DELETE":
+                del self.objects[key]
+                return 200, _status_success(rtype, current)
+            if method == "PATCH":
+                if not content_type.startswith(MERGE_PATCH):
+                    # What kube-apiserver says when a JSON patch (a list) was expected.
+                    raise _ApiError(
+                        400 if content_type.startswith("application/json-patch") else 415,
+                        f"the body of the request was in an unknown format or not a list for "
+                        f"content type {content_type or '(none)'}",
+                    )
+                updated = merge_patch(current, document)
+            elif method == "PUT":
+                if not isinstance(document, dict):
+                    raise _ApiError(400, "the request body must be an object")
+                sent_version = (document.get("metadata") or {}).get("resourceVersion")
+                if sent_version and sent_version != current["metadata"]["resourceVersion"]:
+                    raise _ApiError(
+                        409,
+                        f'Operation cannot be fulfilled on {rtype.plural} "{name}": the object '
+                        "has been modified; please apply your changes to the latest version "
+                        "and try again",
+                        "Conflict",
+                    )
+                updated = copy.deepcopy(document)
+            else:
+                raise _ApiError(
+                    405, "the server does not allow this method on the requested resource"
+                )
+            self.objects[key] = self._updated_locked(rtype, current, updated, subresource)
+            return 200, copy.deepcopy(self.objects[key])
+
+    def _create_locked(
+        self, rtype: ResourceType, namespace: str, document: Any
+    ) -> tuple[int, dict]:
+        if not isinstance(document, dict) or not (document.get("metadata") or {}).get("name"):
+            raise _ApiError(422, f"{rtype.kind} is invalid: metadata.name: Required value")
+        document.setdefault("metadata", {})
+        if rtype.namespaced:
+            document["metadata"]["namespace"] = namespace
+        name = document["metadata"]["name"]
+        if (rtype.plural, namespace, name) in self.objects:
+            raise _ApiError(
+                409, f'{rtype.plural} "{name}" already exists', "AlreadyExists", name=name
+            )
+        stored = self._created(rtype, document)
+        self.objects[(rtype.plural, namespace, name)] = stored
+        return 201, copy.deepcopy(stored)
+
+    @staticmethod
+    def _updated_locked(
+        rtype: ResourceType, current: dict, updated: dict, subresource: str | None
+    ) -> dict:
+        """Keep identity fields; with a status subresource, /status changes only status and
+        the main resource never does (as kube-apiserver's strategies do)."""
+        if rtype.status_subresource:
+            if subresource == "status":
+                updated = {**copy.deepcopy(current), "status": updated.get("status")}
+                if updated["status"] is None:
+                    updated.pop("status")
+            elif "status" in current:
+                updated["status"] = copy.deepcopy(current["status"])
+            else:
+                updated.pop("status", None)
+        metadata = updated.setdefault("metadata", {})
+        for field in ("uid", "creationTimestamp", "name", "namespace"):
+            if field in current["metadata"]:
+                metadata[field] = current["metadata"][field]
+        metadata["resourceVersion"] = _next_resource_version()
+        generation = current["metadata"].get("generation", 1)
+        changed = {k: v for k, v in updated.items() if k not in ("metadata", "status")} != {
+            k: v for k, v in current.items() if k not in ("metadata", "status")
+        }
+        metadata["generation"] = generation + 1 if changed else generation
+        updated["apiVersion"], updated["kind"] = rtype.api_version, rtype.kind
+        return updated
+
     # --- request handling ------------------------------------------------------------------
 
     def _record(self, method: str, path: str) -> None:
         with self._lock:
             self.requests.append((method, path))
 
-    def _handle(self, method: str, raw_path: str, headers: dict[str, str]) -> tuple[int, dict]:
+    def _handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes | None = None
+    ) -> tuple[int, dict]:
         self._record(method, raw_path)
         try:
             with self._lock:
@@ -638,6 +884,9 @@ class FakeKubernetesApi:
                 elif self._failures:
                     code = self._failures.pop(0)
                     raise _ApiError(code, f"Internal error occurred: injected failure ({code})")
+            if method != "GET":
+                self._authenticate(headers)
+                return self._write(method, raw_path, headers, body)
             return 200, self._route(raw_path, headers)
         except _ApiError as error:
             return error.code, error.body
@@ -670,7 +919,7 @@ class FakeKubernetesApi:
             namespace = segments[4]
             pods = [p for p in self.pods if p["metadata"].get("namespace") == namespace]
             return self._list("pods", "PodList", "Pod", pods, query)
-        raise _ApiError(404, "the server could not find the requested resource")
+        return self._read(path, query)
 
     def _authenticate(self, headers: dict[str, str]) -> None:
         if self.token is None:

@@ -192,6 +192,8 @@ def test_definitions_load():
         "gcp_price_book",
         "azure_price_book",
         "roi_report",
+        "cost_attributions",
+        "budget_status",
     }
 
 

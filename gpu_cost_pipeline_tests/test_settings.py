@@ -63,6 +63,10 @@ NON_DEFAULT = {
     "GPU_COST_UNDERUTILIZED_UTILIZATION": "0.5",
     "GPU_COST_WASTE_MIN_HOURS": "4",
     "GPU_COST_INTERRUPTIBLE_LABEL": "example.com/preemptible",
+    "GPU_COST_SPECS_DIR": "/tmp/gpu-cost-specs",
+    "GPU_COST_BUDGET_TIMEZONE": "Europe/Berlin",
+    "GPU_COST_BURN_RATE_HOURS": "12",
+    "GPU_COST_ALERT_MAX_ATTEMPTS": "2",
 }
 
 INVALID = [
@@ -87,6 +91,8 @@ INVALID = [
     ("GPU_COST_WASTE_BASELINE_SHARE", "35", "expected a fraction from 0 to 1"),
     ("GPU_COST_UNDERUTILIZED_UTILIZATION", "nan", "expected a fraction from 0 to 1"),
     ("GPU_COST_INVESTMENT_MONTHLY_USD", "-100", "expected a number ≥ 0"),
+    ("GPU_COST_BUDGET_TIMEZONE", "Mars/Olympus", "expected an IANA time zone"),
+    ("GPU_COST_BURN_RATE_HOURS", "0", "expected an integer ≥ 1"),
 ]
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpu_cost_pipeline.cli import cost, pipeline, prices, roi
+from gpu_cost_pipeline.cli import budgets, cost, pipeline, prices, roi
 from gpu_cost_pipeline.settings import load_settings
 
 DURATION_HELP = "a duration such as 90m, 24h or 30d"
@@ -84,6 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     materialize.set_defaults(run=pipeline.run_materialize)
 
     prices.add_parser(commands, cost.parse_duration)
+    for name, help_text, run in (
+        (
+            "budgets",
+            "CostBudget statuses: spend, % used, projection, alerts, enforcement.",
+            budgets.run_budgets,
+        ),
+        (
+            "attributions",
+            "CostAttribution statuses: monthly, daily, hourly cost, $/GPU-hour.",
+            budgets.run_attributions,
+        ),
+    ):
+        status_parser = commands.add_parser(name, help=help_text)
+        status_parser.add_argument(
+            "--format",
+            default="table",
+            choices=["table", "json"],
+            help="table (default) for people; json has every status field.",
+        )
+        status_parser.add_argument(
+            "--cluster", help="Cluster name (default: $GPU_COST_CLUSTER or 'default')."
+        )
+        status_parser.set_defaults(run=run)
 
     db = commands.add_parser("db", help="The embedded PostgreSQL server.")
     db.add_argument(

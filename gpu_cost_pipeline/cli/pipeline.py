@@ -110,10 +110,15 @@ def run_materialize(args: argparse.Namespace) -> int:
     runs = "one run" if len(ranges) == 1 else f"{len(ranges)} runs of at most {per_run} minutes"
     print(f"Materializing gpu_cost_job for {ranges[0][0]} … {ranges[-1][1]} (UTC) as {runs}")
     progress = Progress(total=sum(_minutes_in(first, last) for first, last in ranges))
+    settings = load_settings()
     with instance:
         for first, last in ranges:
             _run_range(job, instance, first, last)
             progress.done(_minutes_in(first, last))
+        if settings.specs_dir or settings.source == "kubernetes":
+            # Budgets and attributions follow the costs, as the sensor does under the daemon.
+            for status_job in ("budget_status_job", "cost_attributions_job"):
+                _run_status(defs.resolve_job_def(status_job), instance)
     return 0
 
 
@@ -145,6 +150,29 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+STATUS_FIGURES = ("budgets", "attributions", "exceeded", "warning", "invalid_specs")
+
+
+def _run_status(job, instance) -> None:
+    started = time.perf_counter()
+    result = job.execute_in_process(
+        instance=instance,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise RuntimeError(f"run {result.run_id} of {job.name} failed: {_failure(result)}")
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
+        figures = {
+            key: value.value
+            for key, value in materialization.metadata.items()
+            if key in STATUS_FIGURES
+        }
+        print(f"  {materialization.asset_key.to_user_string()}: {figures}")
+    print(f"Run {result.run_id} ({job.name}) succeeded in {time.perf_counter() - started:.1f} s")
 
 
 def _run_range(job, instance, first: str, last: str) -> None:

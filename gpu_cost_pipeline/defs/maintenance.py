@@ -4,6 +4,7 @@
 import dagster as dg
 
 from gpu_cost_pipeline.defs.usage.source import UsageSource
+from gpu_cost_pipeline.store import budgets as budget_store
 from gpu_cost_pipeline.store.cost_store import CostStore
 
 
@@ -12,6 +13,10 @@ def apply_retention(
     context: dg.OpExecutionContext, store: CostStore, usage_source: UsageSource
 ) -> None:
     deleted = store.apply_retention(usage_source.cluster)
+    with store.connection() as conn, conn.transaction():
+        deleted["gpu_pod_cost_hourly"] = budget_store.delete_older_than(
+            conn, usage_source.cluster, store.rollup_retention_days
+        )
     context.log.info(f"retention removed {deleted or 'nothing (TimescaleDB policies apply)'}")
 
 

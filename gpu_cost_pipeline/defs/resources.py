@@ -7,6 +7,7 @@ enter run config or the UI.
 
 import dagster as dg
 
+from gpu_cost_pipeline.defs.budgets.resources import SpecSource
 from gpu_cost_pipeline.defs.pricing.resources import price_resources
 from gpu_cost_pipeline.defs.roi.resources import RoiConfig
 from gpu_cost_pipeline.defs.usage.source import UsageSource
@@ -14,6 +15,14 @@ from gpu_cost_pipeline.integrations.kubernetes import KubernetesResource
 from gpu_cost_pipeline.integrations.prometheus import PrometheusResource
 from gpu_cost_pipeline.settings import Settings, load_settings, variable_of
 from gpu_cost_pipeline.store.cost_store import CostStore
+
+
+def kubernetes_from_settings(settings: Settings) -> KubernetesResource:
+    return KubernetesResource(
+        kubeconfig=settings.kubeconfig,
+        context=settings.kube_context,
+        in_cluster=settings.kube_in_cluster,
+    )
 
 
 def usage_source_from_settings(settings: Settings) -> UsageSource:
@@ -26,11 +35,7 @@ def usage_source_from_settings(settings: Settings) -> UsageSource:
         simulated_gpu_pods=settings.simulated_pods,
         simulated_seed=settings.simulated_seed,
         chunk_minutes=settings.chunk_minutes,
-        kubernetes=KubernetesResource(
-            kubeconfig=settings.kubeconfig,
-            context=settings.kube_context,
-            in_cluster=settings.kube_in_cluster,
-        ),
+        kubernetes=kubernetes_from_settings(settings),
         prometheus=prometheus_from_settings(settings),
     )
 
@@ -59,4 +64,5 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "usage_source": usage_source_from_settings(settings),
         **price_resources(settings),
         "roi": RoiConfig.from_settings(settings),
+        "specs": SpecSource.from_settings(settings, kubernetes_from_settings(settings)),
     }

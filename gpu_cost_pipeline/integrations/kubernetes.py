@@ -6,11 +6,15 @@ Objects come back as the raw JSON the API server serves (camelCase keys), read w
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -23,6 +27,8 @@ if TYPE_CHECKING:  # the client takes over a second to import: only runs that us
 from gpu_cost_pipeline.core.sharing import is_gpu_resource
 
 __all__ = [
+    "CUSTOM_GROUP",
+    "CUSTOM_VERSION",
     "GPU_NODE_LABELS",
     "KubernetesResource",
     "KubernetesSourceError",
@@ -31,6 +37,9 @@ __all__ = [
 ]
 
 GPU_NODE_LABELS = ("nvidia.com/gpu.count", "nvidia.com/gpu.product")
+CUSTOM_GROUP, CUSTOM_VERSION = "gpu-autoscaler.io", "v1alpha1"
+MERGE_PATCH = "application/merge-patch+json"
+EVENT_SOURCE = "gpu-autoscaler.io/cost-pipeline"
 RUNNING_PODS_FIELD_SELECTOR = "status.phase=Running"
 
 log = get_dagster_logger(__name__)
@@ -157,6 +166,77 @@ def _describe_transport_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+@contextmanager
+def _api_errors(host: str, operation: str) -> Iterator[None]:
+    """Turn the client's errors into KubernetesSourceError naming host and operation, never
+    quoting headers, bodies or credentials."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        yield
+    except ApiException as exc:
+        # str(ApiException) dumps response headers and body; use status and reason only.
+        if not exc.status:
+            # The client reports TLS failures as status 0.
+            message = f"Could not reach Kubernetes API server {host} while {operation}: TLS error"
+        else:
+            message = (
+                f"Kubernetes API server {host} answered {exc.status} {exc.reason} "
+                f"while {operation}{_status_message(exc)}"
+            )
+        raise KubernetesSourceError(
+            message, host=host, operation=operation, status=exc.status or None
+        ) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise KubernetesSourceError(
+            f"Could not reach Kubernetes API server {host} while {operation}: "
+            f"{_describe_transport_error(exc)}",
+            host=host,
+            operation=operation,
+        ) from None
+    except ConfigException as exc:
+        # Raised mid-request when an exec or OIDC credential refresh fails.
+        raise KubernetesSourceError(
+            f"Could not refresh credentials for Kubernetes API server {host} while "
+            f"{operation}: {_config_problem(exc)}",
+            host=host,
+            operation=operation,
+        ) from None
+    except ValueError:
+        raise KubernetesSourceError(
+            f"Kubernetes API server {host} sent a response that is not JSON while {operation}",
+            host=host,
+            operation=operation,
+        ) from None
+
+
+def _status_message(exc: Any) -> str:
+    """The Status message of a write the server refused (e.g. a webhook's or validation's
+    reason); reads (lists) keep status and reason only, as before."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        return ""
+    if not isinstance(body, dict) or body.get("kind") != "Status":
+        return ""
+    message = str(body.get("message") or "")[:300]
+    return f": {message}" if message and exc.status in (400, 404, 409, 422) else ""
+
+
+_SNAKE = {
+    "ValidatingAdmissionPolicy": "validating_admission_policy",
+    "ValidatingAdmissionPolicyBinding": "validating_admission_policy_binding",
+    "ResourceQuota": "resource_quota",
+}
+_ADMISSION_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _version_of(current: dict) -> dict:
+    version = (current.get("metadata") or {}).get("resourceVersion")
+    return {"resourceVersion": version} if version else {}
+
+
 class KubernetesResource(ConfigurableResource):
     """Read-only access to one Kubernetes cluster's nodes and pods.
 
@@ -187,6 +267,183 @@ class KubernetesResource(ConfigurableResource):
             ),
         )
         return [pod for pod in pods if is_gpu_pod(pod)]
+
+    # --- writes and the budget machinery's objects ------------------------------------------
+    # Specs, their status, Secrets (read at send time), Events, and what enforcement creates.
+
+    def list_custom_objects(self, plural: str) -> list[dict]:
+        """Every ``gpu-autoscaler.io/v1alpha1`` object of ``plural`` in all namespaces."""
+        return self._list_all(
+            f"listing {plural}",
+            lambda api, **kwargs: api.list_cluster_custom_object(
+                CUSTOM_GROUP, CUSTOM_VERSION, plural, **kwargs
+            ),
+            api_class="CustomObjectsApi",
+        )
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: dict) -> dict:
+        """Merge-patch the status subresource of one custom object."""
+        return self._call(
+            f"updating the status of {plural} {namespace}/{name}",
+            "CustomObjectsApi",
+            lambda api, **kw: api.patch_namespaced_custom_object_status(
+                CUSTOM_GROUP, CUSTOM_VERSION, namespace, plural, name, {"status": status}, **kw
+            ),
+            content_type=MERGE_PATCH,
+        )
+
+    def replace_custom_object(self, plural: str, obj: dict) -> dict:
+        """PUT a custom object back; its resourceVersion makes a concurrent change a 409."""
+        metadata = obj["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        return self._call(
+            f"updating {plural} {namespace}/{name}",
+            "CustomObjectsApi",
+            lambda api, **kw: api.replace_namespaced_custom_object(
+                CUSTOM_GROUP, CUSTOM_VERSION, namespace, plural, name, obj, **kw
+            ),
+        )
+
+    def read_secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded. Errors name the Secret and key, never a value."""
+        secret = self._call(
+            f"reading Secret {namespace}/{name}",
+            "CoreV1Api",
+            lambda api, **kw: api.read_namespaced_secret(name, namespace, **kw),
+        )
+        data = secret.get("data") or {}
+        if key not in data:
+            raise KubernetesSourceError(
+                f"Secret {namespace}/{name} has no key {key!r}", operation="reading a Secret"
+            )
+        try:
+            return base64.b64decode(data[key], validate=True).decode()
+        except (ValueError, binascii.Error):
+            raise KubernetesSourceError(
+                f"Secret {namespace}/{name} key {key!r} is not base64 text",
+                operation="reading a Secret",
+            ) from None
+
+    def create_event(
+        self, involved: dict, reason: str, message: str, event_type: str = "Normal"
+    ) -> dict:
+        """A core/v1 Event on ``involved`` (apiVersion, kind, namespace, name, uid)."""
+        namespace = involved.get("namespace") or "default"
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"name": f"{involved['name']}.{uuid.uuid4().hex[:16]}"},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message[:1024],
+            "type": event_type,
+            "source": {"component": EVENT_SOURCE},
+            "reportingComponent": EVENT_SOURCE,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        return self._call(
+            f"creating an Event for {involved.get('kind')} {namespace}/{involved['name']}",
+            "CoreV1Api",
+            lambda api, **kw: api.create_namespaced_event(namespace, body, **kw),
+        )
+
+    def apply(self, obj: dict) -> str:
+        """Create ``obj``, or replace the object of that name: "created" or "replaced"."""
+        create, replace, what = self._writers(obj)
+        try:
+            self._call(f"creating {what}", self._api_of(obj), create)
+            return "created"
+        except KubernetesSourceError as error:
+            if error.status != 409:
+                raise
+        current = self._call(f"reading {what}", self._api_of(obj), self._reader(obj))
+        body = {**obj, "metadata": {**obj["metadata"], **_version_of(current)}}
+        self._call(
+            f"replacing {what}", self._api_of(obj), lambda api, **kw: replace(api, body, **kw)
+        )
+        return "replaced"
+
+    def delete(self, obj: dict) -> bool:
+        """Delete the object ``obj`` names; False when it was already gone."""
+        kind, name, namespace = (
+            obj["kind"],
+            obj["metadata"]["name"],
+            obj["metadata"].get("namespace"),
+        )
+        method = _SNAKE[kind]
+        args = (name, namespace) if namespace else (name,)
+        try:
+            self._call(
+                f"deleting {kind} {'/'.join(filter(None, (namespace, name)))}",
+                self._api_of(obj),
+                lambda api, **kw: getattr(
+                    api, f"delete_{'namespaced_' if namespace else ''}{method}"
+                )(*args, **kw),
+            )
+        except KubernetesSourceError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def _writers(self, obj: dict) -> tuple[Callable, Callable, str]:
+        kind, metadata = obj["kind"], obj["metadata"]
+        namespace, name, method = metadata.get("namespace"), metadata["name"], _SNAKE[kind]
+        scope = "namespaced_" if namespace else ""
+        what = f"{kind} {'/'.join(filter(None, (namespace, name)))}"
+
+        def create(api: Any, **kw: Any) -> Any:
+            args = (namespace, obj) if namespace else (obj,)
+            return getattr(api, f"create_{scope}{method}")(*args, **kw)
+
+        def replace(api: Any, body: dict, **kw: Any) -> Any:
+            args = (name, namespace, body) if namespace else (name, body)
+            return getattr(api, f"replace_{scope}{method}")(*args, **kw)
+
+        return create, replace, what
+
+    def _reader(self, obj: dict) -> Callable:
+        metadata, method = obj["metadata"], _SNAKE[obj["kind"]]
+        namespace, name = metadata.get("namespace"), metadata["name"]
+        if namespace:
+            return lambda api, **kw: getattr(api, f"read_namespaced_{method}")(
+                name, namespace, **kw
+            )
+        return lambda api, **kw: getattr(api, f"read_{method}")(name, **kw)
+
+    @staticmethod
+    def _api_of(obj: dict) -> str:
+        return "AdmissionregistrationV1Api" if obj["kind"] in _ADMISSION_KINDS else "CoreV1Api"
+
+    def _call(
+        self,
+        operation: str,
+        api_class: str,
+        call: Callable[..., Any],
+        content_type: str | None = None,
+    ) -> dict:
+        """One request, answered as raw JSON; errors as KubernetesSourceError."""
+        from kubernetes import client as k8s_client
+
+        extra = {"_content_type": content_type} if content_type else {}
+        with self._api_client(operation) as api_client:
+            api = getattr(k8s_client, api_class)(api_client)
+            host = _server_label(api_client.configuration.host)
+            response = None
+            try:
+                with _api_errors(host, operation):
+                    response = call(
+                        api,
+                        _preload_content=False,
+                        _request_timeout=self.request_timeout_seconds,
+                        **extra,
+                    )
+                    body = json.loads(response.data) if response.data else {}
+            finally:
+                if response is not None:
+                    response.release_conn()
+        return body if isinstance(body, dict) else {}
 
     def uses_in_cluster_config(self) -> bool:
         """Whether this resource talks to the API with the in-cluster service account."""
@@ -242,11 +499,13 @@ class KubernetesResource(ConfigurableResource):
         where = f"kubeconfig {self.kubeconfig}" if self.kubeconfig else "the default kubeconfig"
         return f"{where} (context {self.context})" if self.context else where
 
-    def _list_all(self, operation: str, list_call: Callable[..., Any]) -> list[dict]:
+    def _list_all(
+        self, operation: str, list_call: Callable[..., Any], api_class: str = "CoreV1Api"
+    ) -> list[dict]:
         from kubernetes import client as k8s_client
 
         with self._api_client(operation) as api_client:
-            api = k8s_client.CoreV1Api(api_client)
+            api = getattr(k8s_client, api_class)(api_client)
             host = _server_label(api_client.configuration.host)
             try:
                 return self._paginate(api, host, operation, list_call)
@@ -309,63 +568,30 @@ class KubernetesResource(ConfigurableResource):
 
     def _fetch_page(
         self,
-        api: k8s_client.CoreV1Api,
+        api: Any,
         host: str,
         operation: str,
         list_call: Callable[..., Any],
         token: str | None,
     ) -> dict:
         from kubernetes.client.exceptions import ApiException
-        from kubernetes.config.config_exception import ConfigException
 
         response = None
         try:
-            response = list_call(
-                api,
-                limit=self.page_size,
-                _continue=token,
-                _preload_content=False,
-                _request_timeout=self.request_timeout_seconds,
-            )
-            body = json.loads(response.data)
-        except ApiException as exc:
-            if exc.status == 410 and token is not None:
-                raise _ContinueExpired from None
-            # str(ApiException) dumps response headers and body; use status and reason only.
-            if not exc.status:
-                # The client reports TLS failures as status 0.
-                message = (
-                    f"Could not reach Kubernetes API server {host} while {operation}: TLS error"
-                )
-            else:
-                message = (
-                    f"Kubernetes API server {host} answered {exc.status} {exc.reason} "
-                    f"while {operation}"
-                )
-            raise KubernetesSourceError(
-                message, host=host, operation=operation, status=exc.status or None
-            ) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise KubernetesSourceError(
-                f"Could not reach Kubernetes API server {host} while {operation}: "
-                f"{_describe_transport_error(exc)}",
-                host=host,
-                operation=operation,
-            ) from None
-        except ConfigException as exc:
-            # Raised mid-request when an exec or OIDC credential refresh fails.
-            raise KubernetesSourceError(
-                f"Could not refresh credentials for Kubernetes API server {host} while "
-                f"{operation}: {_config_problem(exc)}",
-                host=host,
-                operation=operation,
-            ) from None
-        except ValueError:
-            raise KubernetesSourceError(
-                f"Kubernetes API server {host} sent a response that is not JSON while {operation}",
-                host=host,
-                operation=operation,
-            ) from None
+            with _api_errors(host, operation):
+                try:
+                    response = list_call(
+                        api,
+                        limit=self.page_size,
+                        _continue=token,
+                        _preload_content=False,
+                        _request_timeout=self.request_timeout_seconds,
+                    )
+                except ApiException as exc:
+                    if exc.status == 410 and token is not None:
+                        raise _ContinueExpired from None
+                    raise
+                body = json.loads(response.data)
         finally:
             if response is not None:
                 response.release_conn()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -134,3 +135,20 @@ def wait_until(condition, timeout: float = 30, interval: float = 0.5):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def write_budget_statuses(
+    database_url: str,
+    budgets: Mapping[tuple[str, str], tuple[float, float]],
+    cluster: str = CLUSTER,
+) -> None:
+    """Rows of ``cost_budget_status`` as the budget_status asset writes them: (namespace, name)
+    → (monthly limit, current spend). Replaces the cluster's rows; an empty mapping clears them."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM cost_budget_status WHERE cluster = %s", (cluster,))
+        for (namespace, name), (limit, spend) in budgets.items():
+            conn.execute(
+                "INSERT INTO cost_budget_status (cluster, namespace, name, source, monthly_limit,"
+                " current_spend, computed_at) VALUES (%s, %s, %s, 'test', %s, %s, now())",
+                (cluster, namespace, name, limit, spend),
+            )

@@ -17,6 +17,7 @@ from gpu_cost_pipeline_tests.monitoring import (
     materialize_range,
     metrics_command,
     wait_until,
+    write_budget_statuses,
 )
 from gpu_cost_pipeline_tests.postgres_servers import free_port
 
@@ -45,7 +46,7 @@ def test_the_seed_metrics_have_the_seeds_names_and_labels(monitored: Monitored):
     for name, labels in SEED_METRICS.items():
         series = monitored.prometheus.api("series", **{"match[]": name})
         if name == "gpu_autoscaler_budget_percentage":
-            continue  # no budget status table yet: no series (see the budget test below)
+            continue  # no CostBudget rows yet: no series (see the budget test below)
         assert series, name
         for one in series:
             assert set(one) - SCRAPE_LABELS == labels, (name, one)
@@ -132,32 +133,38 @@ def test_pipeline_health(monitored: Monitored):
     assert prometheus.value("gpu_autoscaler_exporter_store_up") == 1
 
 
-def test_budget_percentages_appear_when_the_budget_status_table_exists(monitored: Monitored):
-    """The budget status table belongs to the budgets feature; until it exists there is no
-    series. Its assumed shape (cluster, budget, percentage_used) is created here by hand."""
+def test_budget_percentages_come_from_the_budget_status_rows(monitored: Monitored):
+    """One series per valid CostBudget of this cluster: spend ÷ monthly limit. A name used in
+    two namespaces is exported as namespace/name so the two never share a series."""
     url, prometheus = monitored.database_url, monitored.prometheus
     assert prometheus.query("gpu_autoscaler_budget_percentage") == []
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE cost_budget_status"
-            " (cluster text, budget text, percentage_used double precision)"
-        )
-        conn.execute(
-            "INSERT INTO cost_budget_status VALUES (%s, 'team-budget', 83.5),"
-            " (%s, 'data-science-budget', 120.0), ('other-cluster', 'elsewhere', 10)",
-            (CLUSTER, CLUSTER),
-        )
+    write_budget_statuses(
+        url,
+        {
+            ("ml-team", "team-budget"): (1000.0, 835.0),
+            ("data-science", "data-science-budget"): (500.0, 600.0),
+            ("research", "gpu"): (200.0, 50.0),
+            ("platform", "gpu"): (400.0, 100.0),
+        },
+    )
+    write_budget_statuses(url, {("x", "elsewhere"): (10.0, 1.0)}, cluster="other-cluster")
     try:
-        found = wait_until(lambda: prometheus.query("gpu_autoscaler_budget_percentage"))
-        assert {r["metric"]["budget"]: float(r["value"][1]) for r in found} == {
-            "team-budget": 83.5,
-            "data-science-budget": 120.0,
-        }
+        found = wait_until(lambda: len(prometheus.query("gpu_autoscaler_budget_percentage")) == 4)
+        assert found
+        series = prometheus.query("gpu_autoscaler_budget_percentage")
+        assert {r["metric"]["budget"]: float(r["value"][1]) for r in series} == pytest.approx(
+            {
+                "team-budget": 83.5,
+                "data-science-budget": 120.0,
+                "research/gpu": 25.0,
+                "platform/gpu": 25.0,
+            }
+        )
         over = prometheus.query("gpu_autoscaler_budget_percentage >= 100")
         assert [r["metric"]["budget"] for r in over] == ["data-science-budget"]
     finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("DROP TABLE cost_budget_status")
+        write_budget_statuses(url, {})
+        write_budget_statuses(url, {}, cluster="other-cluster")
         wait_until(lambda: not prometheus.query("gpu_autoscaler_budget_percentage"))
 
 

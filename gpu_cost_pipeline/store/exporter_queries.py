@@ -6,7 +6,7 @@ connection, each answered from an index or a rollup, whatever the history's leng
 - the running pods' accumulated costs (the latest minute's rows joined to
   ``gpu_pod_cost_totals`` and ``gpu_pods``);
 - the cluster's accumulated totals and savings (``gpu_cluster_cost_totals``, one row);
-- budget utilization from the budget status table, when it exists.
+- budget utilization from ``cost_budget_status`` (written by the budget_status asset).
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import psycopg
-
-# The budget status table and its columns (written by the budget_status asset).
-BUDGET_STATUS_TABLE = "cost_budget_status"
 
 
 @dataclass(frozen=True)
@@ -117,14 +114,22 @@ def running_pod_costs(conn: psycopg.Connection, cluster: str, minute: datetime) 
 
 
 def budget_percentages(conn: psycopg.Connection, cluster: str) -> dict[str, float]:
-    """Budget name → percentage of its monthly limit used; empty while the budget status
-    table does not exist (the budgets feature is not installed yet)."""
-    row = conn.execute("SELECT to_regclass(%s)", (BUDGET_STATUS_TABLE,)).fetchone()
-    if not row or row[0] is None:
-        return {}
+    """Budget → percentage of its monthly limit used, for every valid CostBudget.
+
+    CostBudgets are namespaced but the seed's metric has only a ``budget`` label: a name that
+    is unique in the cluster is exported as is, one used in several namespaces as
+    ``namespace/name`` so that no two budgets share a series.
+    """
     rows = conn.execute(
-        f"SELECT budget, max(percentage_used) FROM {BUDGET_STATUS_TABLE}"
-        " WHERE cluster = %s AND percentage_used IS NOT NULL GROUP BY budget",
+        "SELECT namespace, name, current_spend / monthly_limit * 100 FROM cost_budget_status"
+        " WHERE cluster = %s AND problem IS NULL AND monthly_limit > 0"
+        " AND current_spend IS NOT NULL",
         (cluster,),
     ).fetchall()
-    return {name: float(percentage) for name, percentage in rows}
+    namespaces_by_name: dict[str, int] = {}
+    for _, name, _ in rows:
+        namespaces_by_name[name] = namespaces_by_name.get(name, 0) + 1
+    return {
+        (name if namespaces_by_name[name] == 1 else f"{namespace}/{name}"): float(percentage)
+        for namespace, name, percentage in rows
+    }

@@ -28,6 +28,7 @@ DEPLOY = REPO / "deploy"
 KUBERNETES_VERSION = "1.31.0"  # ValidatingAdmissionPolicy is GA from 1.30
 CHART_SCHEMA = Path(__file__).parent / "schemas" / "dagster-chart-values.schema.json"
 NAMESPACE = "gpu-autoscaler"
+CLUSTER_SCOPED_KINDS = {"Namespace", "CustomResourceDefinition"}
 CUSTOM_KINDS = {"ServiceMonitor"}  # Prometheus Operator's, not in Kubernetes' schemas
 
 
@@ -65,9 +66,10 @@ def test_every_built_object_validates_against_the_kubernetes_schemas():
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as error:
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {error}")
-        if obj["kind"] != "Namespace" and not obj["kind"].startswith("Cluster"):
+        if obj["kind"] not in CLUSTER_SCOPED_KINDS and not obj["kind"].startswith("Cluster"):
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
     assert {"StatefulSet", "Deployment", "Service", "ServiceMonitor", "ConfigMap"} <= kinds
+    assert {"CustomResourceDefinition"} <= kinds
     assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} <= kinds
 
 
@@ -340,6 +342,18 @@ def test_the_minute_job_tag_is_valid_dagster_k8s_config():
     config = get_user_defined_k8s_config(defs.resolve_job_def("gpu_cost_job").tags)
     assert config.job_spec_config["ttl_seconds_after_finished"] == 300
     assert config.container_config["resources"]["requests"]["cpu"] == "500m"
+
+
+def test_only_the_enforcement_job_runs_as_the_enforcement_account():
+    """K8sRunLauncher reads the job's dagster-k8s/config tag: the enforcement run's pod gets the
+    account that may change admission, quotas and autoscaling; every other run the default."""
+    accounts = objects("ServiceAccount")
+    for job in defs.resolve_all_job_defs():
+        account = get_user_defined_k8s_config(job.tags).pod_spec_config.get("service_account_name")
+        if job.name == "enforce_budget":
+            assert account == "gpu-cost-enforcement" and account in accounts
+        else:
+            assert account is None, job.name
 
 
 # ---- the image

@@ -196,7 +196,19 @@ def _lift_reason(budget: Budget | None, state, period: str) -> str:
     return f"spend ${state.current_spend:,.2f} is under the monthly limit ${budget.spec.monthlyLimit:,.2f}"
 
 
-@dg.job(description="Block or throttle a budget past its grace period, or lift it.")
+# On Kubernetes (K8sRunLauncher) only this job's pods run as the service account that may
+# change admission policies, quotas and autoscaling policies (deploy/k8s/rbac.yaml).
+ENFORCEMENT_SERVICE_ACCOUNT = "gpu-cost-enforcement"
+
+
+@dg.job(
+    description="Block or throttle a budget past its grace period, or lift it.",
+    tags={
+        "dagster-k8s/config": {
+            "pod_spec_config": {"service_account_name": ENFORCEMENT_SERVICE_ACCOUNT}
+        }
+    },
+)
 def enforce_budget() -> None:
     enforce()
 

@@ -103,7 +103,27 @@ def all_queries() -> list[Query]:
     return [q for name, board in load_dashboards().items() for q in panel_queries(name, board)]
 
 
-def test_every_sql_query_runs_on_the_schema_and_returns_values(monitored: Monitored):
+@pytest.fixture
+def alert_history(monitored: Monitored):
+    """Ledger rows as the alert jobs write them (one sent, one failed), for the history panel."""
+    with psycopg.connect(monitored.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO alert_ledger (cluster, subject_kind, namespace, name, alert, period,"
+            " action, channel_index, channel_type, outcome, attempts, detail, attempted_at)"
+            " SELECT 'monitored', 'budget', 'ml', 'team-budget', 'threshold-80', '2026-11',"
+            " 'trigger', channel, type, outcome, attempts, detail, minute"
+            " FROM (VALUES (0, 'slack', 'sent', 1, ''), (1, 'webhook', 'failed', 3, 'HTTP 503'))"
+            " AS attempt (channel, type, outcome, attempts, detail),"
+            " (SELECT max(minute) AS minute FROM gpu_cost WHERE cluster = 'monitored') AS latest"
+        )
+    yield
+    with psycopg.connect(monitored.database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM alert_ledger WHERE cluster = 'monitored'")
+
+
+def test_every_sql_query_runs_on_the_schema_and_returns_values(
+    monitored: Monitored, budgets, alert_history
+):
     start, end = time_range(monitored)
     checked = skipped = 0
     for name, board in load_dashboards().items():

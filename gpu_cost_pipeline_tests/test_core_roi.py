@@ -4,6 +4,7 @@ hand on small scenarios: a spot pod, a MIG pod, a time-sliced pod, a cluster tha
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -329,6 +330,15 @@ def test_a_steady_on_demand_baseline_is_worth_reserving():
     )
     [h100] = rec["evidence"]["pools"]
     assert h100["reserved_price_source"] == "estimate"
+    # Where the price books have a committed price for the model, that is the reserved price.
+    booked = dataclasses.replace(facts, committed_prices={"H100-80GB": 1.6})
+    rec = by_kind(recommend(booked, SETTINGS))["reserve_baseline"]
+    assert rec["estimated_monthly_savings_usd"] == pytest.approx(2 * HOURS_PER_MONTH * (2.5 - 1.6))
+    [h100] = rec["evidence"]["pools"]
+    assert (h100["reserved_price_source"], h100["reserved_price_per_gpu_hour"]) == (
+        "price book",
+        1.6,
+    )
     # Less than a day of data is no evidence of a steady baseline.
     short = facts_of(rows, [pool("H100-80GB", "on-demand", 6, 2, 72, 600)], minutes=600)
     assert "reserve_baseline" not in by_kind(recommend(short, SETTINGS))

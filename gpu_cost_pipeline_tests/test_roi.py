@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -388,3 +389,38 @@ def test_no_cost_data_is_a_clear_message(database_url: str, monkeypatch, capsys)
     assert code == 2 and "No cost data for cluster 'empty'" in err
     code, _, err = run_cli(["optimize", "--from", "2026-11-02"], env, monkeypatch, capsys)
     assert code == 1 and "--from and --to go together" in err
+
+
+def test_reservations_are_priced_from_the_price_books_committed_prices(
+    scenario: CostStore, database_url: str
+):
+    """The committed-1yr book price in effect at the period's end, for the instance types and
+    regions each model ran on demand; a price after the end, another region or another instance
+    type does not count, and a model with no committed price gets none (the report estimates)."""
+    book = [  # (region, instance type, model, capacity, [(days from DAYS[0], price)])
+        ("us-east-1", "", "H100-80GB", "committed-1yr", [(-30, 1.40), (10, 1.00)]),
+        ("us-east-1", "p5.48xlarge", "H100-80GB", "committed-1yr", [(-30, 9.0)]),
+        ("us-west-2", "", "H100-80GB", "committed-1yr", [(-30, 7.0)]),
+        ("us-east-1", "", "T4", "spot", [(-30, 0.2)]),
+    ]
+    start = datetime.combine(DAYS[0], datetime.min.time(), UTC)
+    end = start + timedelta(days=3)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        fetch_id = conn.execute(
+            "INSERT INTO price_book_fetches (provider, feeds, regions, started_at, finished_at,"
+            " status) VALUES ('aws', 'test', 'us-east-1', now(), now(), 'ok') RETURNING fetch_id"
+        ).fetchone()[0]
+        for region, instance_type, model, capacity, points in book:
+            series_id = conn.execute(
+                "INSERT INTO price_book_series (provider, region, instance_type, gpu_model,"
+                " capacity_type, first_effective_at, last_confirmed_at)"
+                " VALUES ('aws', %s, %s, %s, %s, %s, %s) RETURNING series_id",
+                (region, instance_type, model, capacity, start - timedelta(days=30), end),
+            ).fetchone()[0]
+            for days, price in points:
+                conn.execute(
+                    "INSERT INTO price_book_points (series_id, effective_at, price_per_gpu_hour,"
+                    " feed, confirmed_at, fetch_id) VALUES (%s, %s, %s, 'test', %s, %s)",
+                    (series_id, start + timedelta(days=days), price, end, fetch_id),
+                )
+        assert roi_store.committed_prices(conn, CLUSTER, start, end) == {"H100-80GB": 1.40}

@@ -21,6 +21,7 @@ Kinds, and what each saves:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,11 +54,13 @@ class RecommendationSettings:
 
 
 def reserved_price_per_gpu_hour(
-    provider: str, gpu_model: str, on_demand_price: float
+    gpu_model: str, on_demand_price: float, committed_prices: Mapping[str, float]
 ) -> tuple[float, str]:
-    """The reserved (1-year commitment) price per GPU-hour and where it comes from. No price
-    book with reserved prices exists yet, so this is an estimate from the on-demand price; when
-    one does, look it up here (the only place that knows)."""
+    """The reserved (1-year commitment) price per GPU-hour and where it comes from: the price
+    books' committed-1yr price where they have one, else an estimate from the on-demand price."""
+    committed = committed_prices.get(gpu_model)
+    if committed is not None and committed > 0:
+        return float(committed), "price book"
     return on_demand_price * (1 - RESERVED_DISCOUNT_ESTIMATE), "estimate"
 
 
@@ -353,12 +356,11 @@ def _reserve_baseline(facts: RoiFacts) -> list[dict]:
         return []
     on_demand = facts.summary[facts.summary["capacity_type"] == ON_DEMAND]
     cost = on_demand.groupby("gpu_model")["cost_usd"].sum()
-    provider = on_demand.groupby("gpu_model")["provider"].agg(lambda p: p.mode().iloc[0])
     pools, saving = [], 0.0
     for row in steady.itertuples(index=False):
         on_demand = float(cost.get(row.gpu_model, 0.0)) / row.gpu_hours if row.gpu_hours else 0.0
         reserved, source = reserved_price_per_gpu_hour(
-            str(provider.get(row.gpu_model, "")), row.gpu_model, on_demand
+            row.gpu_model, on_demand, facts.committed_prices
         )
         monthly_saving = row.min_gpus * HOURS_PER_MONTH * (on_demand - reserved)
         saving += monthly_saving

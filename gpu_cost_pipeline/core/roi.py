@@ -18,6 +18,7 @@ function, its formula in its docstring and in the README:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,6 +70,9 @@ class RoiFacts:
     unlabelled: pd.DataFrame
     capacity: pd.DataFrame
     covered_minutes: int
+    # GPU model → 1-year committed price per GPU-hour from the price books, where they have one
+    # for the instance types and regions the cluster ran that model on demand.
+    committed_prices: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def covered_days(self) -> float:

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import psycopg
 from psycopg import sql
 
+from gpu_cost_pipeline.core.pricing import CAPACITY_COMMITTED, CAPACITY_ON_DEMAND
 from gpu_cost_pipeline.core.recommendations import (
     LARGEST_SLICE,
     MAX_SUBJECTS,
@@ -381,8 +382,50 @@ def period_facts(
         unlabelled=read_frame(conn, sql.SQL(unlabelled_sql), params),
         capacity=capacity,
         covered_minutes=covered,
+        committed_prices=committed_prices(conn, cluster, start, end),
     )
     return facts, derived_days
+
+
+def committed_prices(
+    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime
+) -> dict[str, float]:
+    """GPU model → the price books' 1-year committed price per GPU-hour in effect at ``end``,
+    averaged over the (provider, region, instance type) the model ran on demand in the last
+    hour of data before ``end`` (what a reservation would have to cover). A book series with
+    no instance type (GCP's per-GPU SKUs) matches every instance type of its region."""
+    rows = conn.execute(
+        """
+        WITH latest AS (
+            SELECT max(minute) AS minute FROM gpu_cost
+            WHERE cluster = %(cluster)s AND minute >= %(start)s AND minute < %(end)s
+        ), fleet AS (
+            SELECT DISTINCT c.provider, c.region, c.instance_type, c.gpu_model
+            FROM gpu_cost AS c, latest
+            WHERE c.cluster = %(cluster)s AND c.minute > latest.minute - interval '1 hour'
+              AND c.minute <= latest.minute AND c.capacity_type = %(on_demand)s
+        )
+        SELECT f.gpu_model, avg(p.price_per_gpu_hour)
+        FROM fleet AS f
+        JOIN price_book_series AS s
+          ON s.provider = f.provider AND s.region = f.region AND s.gpu_model = f.gpu_model
+         AND s.instance_type IN (f.instance_type, '') AND s.capacity_type = %(committed)s
+        CROSS JOIN LATERAL (
+            SELECT price_per_gpu_hour FROM price_book_points
+            WHERE series_id = s.series_id AND effective_at <= %(end)s
+            ORDER BY effective_at DESC LIMIT 1
+        ) AS p
+        GROUP BY f.gpu_model
+        """,
+        {
+            "cluster": cluster,
+            "start": start,
+            "end": end,
+            "on_demand": CAPACITY_ON_DEMAND,
+            "committed": CAPACITY_COMMITTED[1],
+        },
+    ).fetchall()
+    return {model: float(price) for model, price in rows}
 
 
 def _capacity_sql(period: _Period) -> str:

@@ -17,19 +17,22 @@ UNKNOWN_GPU_MODEL = "unknown"
 class GpuModel:
     name: str
     memory_gb: int
+    # Partitionable into MIG instances of g/7 of the compute (1g … 7g): A100, H100, H200 and
+    # the Blackwell data-centre parts. What the right-sizing recommendation may suggest.
+    mig_capable: bool = False
 
 
 GPU_MODELS: dict[str, GpuModel] = {
     model.name: model
     for model in (
-        GpuModel("GB300", 288),
-        GpuModel("B300", 288),
-        GpuModel("GB200", 186),
-        GpuModel("B200", 180),
-        GpuModel("H200-141GB", 141),
-        GpuModel("H100-80GB", 80),
-        GpuModel("A100-80GB", 80),
-        GpuModel("A100-40GB", 40),
+        GpuModel("GB300", 288, mig_capable=True),
+        GpuModel("B300", 288, mig_capable=True),
+        GpuModel("GB200", 186, mig_capable=True),
+        GpuModel("B200", 180, mig_capable=True),
+        GpuModel("H200-141GB", 141, mig_capable=True),
+        GpuModel("H100-80GB", 80, mig_capable=True),
+        GpuModel("A100-80GB", 80, mig_capable=True),
+        GpuModel("A100-40GB", 40, mig_capable=True),
         GpuModel("RTX-PRO-6000", 96),
         GpuModel("RTX-6000-Ada", 48),
         GpuModel("L40S", 48),

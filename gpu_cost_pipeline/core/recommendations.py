@@ -27,12 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gpu_cost_pipeline.core.gpus import GPU_MODELS
 from gpu_cost_pipeline.core.pricing import EstimateSettings, capacity_price_ratio
 from gpu_cost_pipeline.core.roi import MONTH_DAYS, SPOT, RoiFacts
 from gpu_cost_pipeline.core.sharing import MigConvention, MigProfile
 
 MAX_SUBJECTS = 20  # pods/nodes/teams listed per recommendation (counts say how many in all)
-MIG_CAPABLE_MEMORY_GB = {"A100-40GB": 40, "A100-80GB": 80, "H100-80GB": 80, "H200-141GB": 141}
+MIG_CAPABLE_MEMORY_GB = {name: gpu.memory_gb for name, gpu in GPU_MODELS.items() if gpu.mig_capable}
 MIG_SLICES = (1, 2, 3, 4)  # compute slices of the profiles smaller than a whole GPU
 _MIG_MEMORY_SLICES = {1: 1, 2: 2, 3: 4, 4: 4}  # memory eighths each profile gets
 TIME_SLICING_REPLICAS = (4, 2)

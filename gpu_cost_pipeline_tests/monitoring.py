@@ -27,7 +27,7 @@ from gpu_cost_pipeline.defs.usage.assets import gpu_usage
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.store.cost_store import CostStore
 from gpu_cost_pipeline_tests.postgres_servers import free_port
-from gpu_cost_pipeline_tests.prometheus_scraper import Prometheus, prometheus_scraping, stop
+from gpu_cost_pipeline_tests.prometheus_scraper import Prometheus, prometheus_scraping
 
 CLUSTER = "monitored"
 MINUTES = 120
@@ -125,6 +125,15 @@ def monitored_store(database_url: str) -> Iterator[Monitored]:
     ):
         prometheus.wait_for_scrapes("gpu-cost-exporter")
         yield Monitored(database_url, address, prometheus, first, last)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_until(condition, timeout: float = 30, interval: float = 0.5):

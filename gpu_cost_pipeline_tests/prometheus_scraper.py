@@ -1,12 +1,11 @@
-"""A real Prometheus (Debian's `prometheus` package, installed by `make test`) that scrapes
-targets on 127.0.0.1 every second, in a temporary folder, and answers PromQL over its HTTP API.
+"""A real Prometheus (prometheus_server.PrometheusServer) that scrapes targets on 127.0.0.1
+every second, in a temporary folder, and a client for its PromQL HTTP API.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.error
@@ -17,9 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from gpu_cost_pipeline_tests.postgres_servers import free_port
+from gpu_cost_pipeline_tests.prometheus_server import PrometheusServer
 
 SCRAPE_INTERVAL_S = 1
 
@@ -77,68 +74,15 @@ def prometheus_scraping(
     job: str, target: str, labels: Mapping[str, str] | None = None
 ) -> Iterator[Prometheus]:
     """Start Prometheus scraping ``target`` (host:port) as ``job``; stop it on exit."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        raise RuntimeError(
-            "the prometheus binary is missing: `make test` installs Debian's package "
-            "(apt-get install prometheus)"
-        )
     folder = Path(tempfile.mkdtemp(prefix="gpu-cost-prometheus-"))
-    config = {
-        "global": {
-            "scrape_interval": f"{SCRAPE_INTERVAL_S}s",
-            "evaluation_interval": f"{SCRAPE_INTERVAL_S}s",
-        },
-        "scrape_configs": [
-            {
-                "job_name": job,
-                "static_configs": [{"targets": [target], "labels": dict(labels or {})}],
-            }
-        ],
+    scrape = {
+        "job_name": job,
+        "static_configs": [{"targets": [target], "labels": dict(labels or {})}],
     }
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(folder / "prometheus.log", "wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        try:
-            _wait_ready(url, process, folder)
-            yield Prometheus(url)
-        finally:
-            stop(process)
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _wait_ready(url: str, process: subprocess.Popen, folder: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log = (folder / "prometheus.log").read_text()[-2000:]
-            raise RuntimeError(f"prometheus exited with {process.returncode}: {log}")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"prometheus not ready at {url} after {timeout} s")
+        with PrometheusServer(
+            folder / "data", scrape_configs=[scrape], scrape_interval=f"{SCRAPE_INTERVAL_S}s"
+        ) as server:
+            yield Prometheus(server.url)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -34,6 +33,7 @@ import numpy as np
 from gpu_cost_pipeline.core.kube_metrics import sanitize_label_name
 from gpu_cost_pipeline.core.simulation import SimulatedCluster
 from gpu_cost_pipeline.core.usage import parse_timestamp
+from gpu_cost_pipeline_tests.postgres_servers import free_port
 
 SLICE_SECONDS = 2 * 3600  # promtool's block range: one file per slice, one pass per file
 INSTALL_HINT = "run `make prometheus` (apt-get install -y --no-install-recommends prometheus)"
@@ -130,16 +130,11 @@ def import_openmetrics(files: Iterable[Path], tsdb: Path) -> None:
             raise RuntimeError(f"promtool could not import {path}: {done.stderr[-2000:]}")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class PrometheusServer:
     """``prometheus`` on 127.0.0.1 over ``tsdb`` (after importing ``files``), stopped on exit.
 
-    ``basic_auth`` = (user, bcrypt hash) turns on Prometheus's own basic auth (web config)."""
+    ``basic_auth`` = (user, bcrypt hash) turns on Prometheus's own basic auth (web config).
+    ``scrape_configs`` (Prometheus's own shape) make it scrape every ``scrape_interval``."""
 
     def __init__(
         self,
@@ -147,11 +142,15 @@ class PrometheusServer:
         files: Iterable[Path] = (),
         basic_auth: tuple[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        scrape_configs: Sequence[dict] = (),
+        scrape_interval: str = "1h",
     ) -> None:
         self.tsdb = tsdb
         self.files = list(files)
         self.basic_auth = basic_auth
         self.extra_args = list(extra_args)
+        self.scrape_configs = list(scrape_configs)
+        self.scrape_interval = scrape_interval
         self.port = 0
         self.process: subprocess.Popen | None = None
 
@@ -163,7 +162,14 @@ class PrometheusServer:
         server, _ = prometheus_binaries()
         import_openmetrics(self.files, self.tsdb)
         config = self.tsdb.parent / f"{self.tsdb.name}-prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+        config.write_text(  # JSON is YAML
+            json.dumps(
+                {
+                    "global": {"scrape_interval": self.scrape_interval},
+                    "scrape_configs": self.scrape_configs,
+                }
+            )
+        )
         args = [
             server,
             f"--config.file={config}",
@@ -176,19 +182,20 @@ class PrometheusServer:
             user, hashed = self.basic_auth
             web.write_text(f"basic_auth_users:\n  {user}: {json.dumps(hashed)}\n")
             args.append(f"--web.config.file={web}")
+        # Its log goes to a file: a pipe nobody reads would block a long-running server.
+        log_path = self.tsdb.parent / f"{self.tsdb.name}-prometheus.log"
         for _ in range(5):  # a port taken between probe and bind: try another
-            self.port = _free_port()
+            self.port = free_port()
             args[4] = f"--web.listen-address=127.0.0.1:{self.port}"
-            self.process = subprocess.Popen(
-                [*args, *self.extra_args],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            with open(log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    [*args, *self.extra_args], stdout=subprocess.DEVNULL, stderr=log
+                )
             if self._wait_ready():
                 return self
             self._stop()
-        raise RuntimeError("Prometheus did not become ready on 127.0.0.1")
+        log = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"Prometheus did not become ready on 127.0.0.1: {log}")
 
     def _wait_ready(self, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
@@ -567,7 +574,7 @@ def history_server(
 
 def free_port_url() -> str:
     """A URL where nothing listens (for connection-failure tests)."""
-    return f"http://127.0.0.1:{_free_port()}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def iter_minutes(start: datetime, end: datetime) -> Iterator[datetime]:

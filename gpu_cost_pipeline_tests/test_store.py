@@ -185,10 +185,25 @@ def test_retention_deletes_only_old_minute_rows(store: CostStore):
             writer.replace("gpu_node_usage", node_rows(start, 2))
     with store.write_window("c2", old, old + timedelta(minutes=2)) as writer:
         writer.replace("gpu_node_usage", node_rows(old, 2))
+    with store.connection() as conn, conn.transaction():  # budgets: per-pod hours, cache
+        for cluster in ("c1", "c2"):
+            for hour in (old, recent):
+                conn.execute(
+                    "INSERT INTO pod_hourly_changes (cluster, hour) VALUES (%s, %s)",
+                    (cluster, hour.replace(minute=0)),
+                )
+            conn.execute(
+                "INSERT INTO grouped_cost_cache (cluster, fingerprint, through_hour, computed_at,"
+                " frame) VALUES (%s, 'old', %s, %s, ''), (%s, 'new', %s, %s, '')",
+                (cluster, old, old, cluster, recent, recent),
+            )
     deleted = store.apply_retention("c1")
     assert deleted["gpu_node_usage"] == 2
     assert count(store, "gpu_node_usage") == 2
     assert count(store, "gpu_node_usage", "c2") == 2  # another cluster's rows are its own
+    assert (deleted["pod_hourly_changes"], deleted["grouped_cost_cache"]) == (1, 1)
+    for table in ("pod_hourly_changes", "grouped_cost_cache"):
+        assert (count(store, table), count(store, table, "c2")) == (1, 2), table
 
 
 def test_connection_errors_never_show_the_password():

@@ -175,6 +175,10 @@ class CostStore(dg.ConfigurableResource):
                     ("price_points", "effective_at", self.retention_days),
                     ("gpu_pods", "last_seen", self.retention_days),
                     ("gpu_pod_cost_totals", "last_minute", self.retention_days),
+                    # Budgets read the month (and pod cost limits a pod's life) from these.
+                    ("gpu_pod_cost_hourly", "hour", self.retention_days),
+                    ("pod_hourly_changes", "hour", self.retention_days),
+                    ("grouped_cost_cache", "through_hour", self.retention_days),
                 ):
                     if timescale_mode and (
                         table in timescale.MINUTE_HYPERTABLES or table == timescale.HOURLY_AGGREGATE

@@ -53,7 +53,6 @@ def write_spend(store: CostStore, minute: datetime, cost: float, team: str = "vi
     with store.write_window(CLUSTER, minute, end) as writer:
         writer.replace("gpu_cost", pd.DataFrame([row]))
         writer.refresh_hourly_rollup()
-        budget_store.refresh_pod_hourly(writer.conn, CLUSTER, minute, end)
 
 
 def add_pod_with_cost_limit(store: CostStore, limit: float) -> None:

@@ -41,42 +41,6 @@ GROUP_COLUMNS = [*SCOPE_COLUMNS, "gpu_model", "capacity_type", "is_idle"]
 BUDGET_SUBJECT, POD_SUBJECT = "budget", "pod"
 
 
-def refresh_pod_hourly(
-    conn: psycopg.Connection, cluster: str, start: datetime, end: datetime
-) -> int:
-    """Rewrite the per-pod hourly rollup for every hour [start, end) touches, from gpu_cost (in
-    the cost window's transaction, so both always agree). Returns rows written."""
-    hour_start = start.replace(minute=0, second=0, microsecond=0)
-    hour_end = end.replace(minute=0, second=0, microsecond=0)
-    if hour_end < end:
-        hour_end += timedelta(hours=1)
-    params = (cluster, hour_start, hour_end)
-    conn.execute(
-        "DELETE FROM gpu_pod_cost_hourly WHERE cluster = %s AND hour >= %s AND hour < %s", params
-    )
-    cursor = conn.execute(
-        """
-        INSERT INTO gpu_pod_cost_hourly
-        SELECT date_trunc('hour', minute) AS hour, cluster, pod_uid, namespace, team, project,
-               experiment_id, cost_center, gpu_model, capacity_type, is_idle,
-               sum(gpu_share * seconds) / 3600.0, sum(cost_usd), sum(on_demand_cost_usd),
-               sum(exclusive_cost_usd), count(*)
-        FROM gpu_cost
-        WHERE cluster = %s AND minute >= %s AND minute < %s
-        GROUP BY 1, cluster, pod_uid, namespace, team, project, experiment_id, cost_center,
-                 gpu_model, capacity_type, is_idle
-        """,
-        params,
-    )
-    conn.execute(
-        "INSERT INTO pod_hourly_changes (cluster, hour)"
-        " SELECT %s, generate_series(%s::timestamptz, %s::timestamptz - interval '1 hour',"
-        " interval '1 hour') ON CONFLICT (cluster, hour) DO UPDATE SET changed_at = clock_timestamp()",
-        params,
-    )
-    return cursor.rowcount
-
-
 def last_cost_minute(conn: psycopg.Connection, cluster: str) -> datetime | None:
     row = conn.execute("SELECT max(minute) FROM gpu_cost WHERE cluster = %s", (cluster,)).fetchone()
     return row[0] if row else None

@@ -283,6 +283,16 @@ def window_days(start: datetime, end: datetime) -> list[str]:
     return days
 
 
+# The columns both hourly rollups keep, and the sums they share (window_pod_hours).
+_ROLLUP_KEYS = (
+    "namespace, team, project, experiment_id, cost_center, gpu_model, capacity_type, is_idle"
+)
+_ROLLUP_SUMS = (
+    "sum(gpu_hours), sum(cost_usd), sum(on_demand_cost_usd), sum(exclusive_cost_usd),"
+    " sum(pod_minutes)"
+)
+
+
 class WindowWriter:
     """Writes of one window, inside the transaction opened by ``CostStore.write_window``."""
 
@@ -435,40 +445,78 @@ class WindowWriter:
         return len(pods)
 
     def refresh_hourly_rollup(self) -> int:
-        """Recompute the hourly rollup for every hour the window touches. Returns rollup rows
-        written. On TimescaleDB the continuous aggregate is refreshed for those hours right
-        after the window commits (its policy alone would miss backfills older than 3 days)."""
+        """Recompute the hourly rollups for every hour the window touches, from gpu_cost in this
+        transaction: gpu_cost_hourly (per node and attribution; on TimescaleDB a continuous
+        aggregate, refreshed for those hours right after the window commits, since its policy
+        alone would miss backfills older than 3 days) and gpu_pod_cost_hourly (per pod, what
+        budgets and pod cost limits read). One scan of the minute rows groups them per pod,
+        node and hour; both rollups are sums of that. Returns gpu_cost_hourly rows written."""
         hour_start = self.start.replace(minute=0, second=0, microsecond=0)
         hour_end = self.end.replace(minute=0, second=0, microsecond=0)
         if hour_end < self.end:
             hour_end += timedelta(hours=1)
-        if self.mode == MODE_TIMESCALE:
-            self.aggregate_refresh = (hour_start, hour_end)
-            return 0
-        params = (self.cluster, hour_start, hour_end)
+        params = {"cluster": self.cluster, "start": hour_start, "end": hour_end}
+        self.conn.execute("DROP TABLE IF EXISTS pg_temp.window_pod_hours")
         self.conn.execute(
-            "DELETE FROM gpu_cost_hourly WHERE cluster = %s AND hour >= %s AND hour < %s", params
-        )
-        cursor = self.conn.execute(
-            """
-            INSERT INTO gpu_cost_hourly (hour, cluster, namespace, team, project,
-                experiment_id, cost_center, gpu_model, capacity_type, is_idle, price_source,
-                node, gpu_hours, cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes,
-                measured_gpu_hours, used_gpu_hours, unused_cost_usd)
-            SELECT date_trunc('hour', minute) AS hour, cluster, namespace, team, project,
-                   experiment_id, cost_center, gpu_model, capacity_type, is_idle, price_source,
-                   node, sum(gpu_share * seconds) / 3600.0, sum(cost_usd),
-                   sum(on_demand_cost_usd), sum(exclusive_cost_usd), count(*),
+            f"""
+            CREATE TEMPORARY TABLE window_pod_hours ON COMMIT DROP AS
+            SELECT date_trunc('hour', minute) AS hour, pod_uid, {_ROLLUP_KEYS}, node,
+                   price_source, sum(gpu_share * seconds) / 3600.0 AS gpu_hours,
+                   sum(cost_usd) AS cost_usd, sum(on_demand_cost_usd) AS on_demand_cost_usd,
+                   sum(exclusive_cost_usd) AS exclusive_cost_usd, count(*) AS pod_minutes,
                    sum(CASE WHEN gpu_utilization IS NOT NULL THEN gpu_share * seconds
-                            ELSE 0 END) / 3600.0,
-                   sum(coalesce(gpu_utilization, 0) * gpu_share * seconds) / 3600.0,
+                            ELSE 0 END) / 3600.0 AS measured_gpu_hours,
+                   sum(coalesce(gpu_utilization, 0) * gpu_share * seconds) / 3600.0
+                       AS used_gpu_hours,
                    sum(CASE WHEN is_idle THEN cost_usd
                             ELSE coalesce(cost_usd * (1 - gpu_utilization), 0) END)
+                       AS unused_cost_usd
             FROM gpu_cost
-            WHERE cluster = %s AND minute >= %s AND minute < %s
-            GROUP BY 1, cluster, namespace, team, project, experiment_id, cost_center,
-                     gpu_model, capacity_type, is_idle, price_source, node
+            WHERE cluster = %(cluster)s AND minute >= %(start)s AND minute < %(end)s
+            GROUP BY 1, pod_uid, {_ROLLUP_KEYS}, node, price_source
             """,
             params,
         )
-        return cursor.rowcount
+        self._rewrite_hours(
+            "gpu_pod_cost_hourly",
+            f"""
+            INSERT INTO gpu_pod_cost_hourly (hour, cluster, pod_uid, {_ROLLUP_KEYS}, gpu_hours,
+                cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes)
+            SELECT hour, %(cluster)s, pod_uid, {_ROLLUP_KEYS}, {_ROLLUP_SUMS}
+            FROM window_pod_hours GROUP BY hour, pod_uid, {_ROLLUP_KEYS}
+            """,
+            params,
+        )
+        # Budgets cache closed hours of the per-pod rollup: say which were just rewritten.
+        self.conn.execute(
+            "INSERT INTO pod_hourly_changes (cluster, hour) SELECT %(cluster)s,"
+            " generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 hour',"
+            " interval '1 hour')"
+            " ON CONFLICT (cluster, hour) DO UPDATE SET changed_at = clock_timestamp()",
+            params,
+        )
+        if self.mode == MODE_TIMESCALE:
+            self.aggregate_refresh = (hour_start, hour_end)
+            return 0
+        return self._rewrite_hours(
+            "gpu_cost_hourly",
+            f"""
+            INSERT INTO gpu_cost_hourly (hour, cluster, {_ROLLUP_KEYS}, price_source, node,
+                gpu_hours, cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes,
+                measured_gpu_hours, used_gpu_hours, unused_cost_usd)
+            SELECT hour, %(cluster)s, {_ROLLUP_KEYS}, price_source, node, {_ROLLUP_SUMS},
+                   sum(measured_gpu_hours), sum(used_gpu_hours), sum(unused_cost_usd)
+            FROM window_pod_hours GROUP BY hour, {_ROLLUP_KEYS}, price_source, node
+            """,
+            params,
+        )
+
+    def _rewrite_hours(self, table: str, insert: str, params: dict) -> int:
+        self.conn.execute(
+            sql.SQL(
+                "DELETE FROM {} WHERE cluster = %(cluster)s AND hour >= %(start)s"
+                " AND hour < %(end)s"
+            ).format(sql.Identifier(table)),
+            params,
+        )
+        return self.conn.execute(insert, params).rowcount  # type: ignore[arg-type]

@@ -9,7 +9,6 @@ from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_par
 from gpu_cost_pipeline.defs.reporting import COST_CHECKS, CostTotals, add_partition_metadata
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.settings import PARTITION_FORMAT
-from gpu_cost_pipeline.store import budgets as budget_store
 from gpu_cost_pipeline.store import queries
 from gpu_cost_pipeline.store.cost_store import CostStore
 
@@ -49,7 +48,6 @@ def gpu_cost(
             # minute-disjoint, so the stored window is exactly these frames: check them here.
             totals.add(costs, nodes, prices)
         rollup_rows = writer.refresh_hourly_rollup()
-        budget_store.refresh_pod_hourly(conn, cluster, window.start, window.end)
     add_partition_metadata(
         context, "gpu_cost", totals.partitions(context.partition_keys, PARTITION_FORMAT)
     )

@@ -1,6 +1,6 @@
 """derive: in-process cost derivation, no database and no Dagster.
 
-One day (1,440 minutes) of a simulated 1,000-pod cluster: derive_window_usage, resolve_prices
+One day (1,440 minutes) of a simulated 1,000-pod cluster: derive_window_usage, resolve_window
 (estimates: no live price API) and cost_rows, timed together; the simulation itself is not.
 """
 
@@ -21,7 +21,14 @@ from bench._common import (
     report,
 )
 from gpu_cost_pipeline.core.costing import cost_rows
-from gpu_cost_pipeline.core.pricing import PRICE_COLUMNS, EstimateSettings, resolve_prices
+from gpu_cost_pipeline.core.pricing import (
+    BOOK_MATCH_COLUMNS,
+    OVERRIDE_MATCH_COLUMNS,
+    PRICE_KEY,
+    EstimateSettings,
+    ResolvedPrices,
+    resolve_window,
+)
 from gpu_cost_pipeline.core.simulation import ClusterObservation, SimulatedCluster
 from gpu_cost_pipeline.core.usage import UsageSettings
 from gpu_cost_pipeline.core.window_usage import derive_window_usage
@@ -51,6 +58,19 @@ def observe(pods: int, start: datetime, end: datetime) -> ClusterObservation:
     return SimulatedCluster(gpu_pods=pods, seed=42).observe(start, end)
 
 
+def estimated_prices(nodes: pd.DataFrame, start: datetime, end: datetime) -> ResolvedPrices:
+    """The nodes' prices over [start, end) with no price book or overrides stored: every key
+    priced from the estimates, as the pipeline does on a fresh store."""
+    return resolve_window(
+        nodes[PRICE_KEY].drop_duplicates(ignore_index=True),
+        start,
+        end,
+        pd.DataFrame(columns=BOOK_MATCH_COLUMNS),
+        pd.DataFrame(columns=OVERRIDE_MATCH_COLUMNS),
+        EstimateSettings(),
+    )
+
+
 def derive_costs(seen: ClusterObservation, start: datetime, end: datetime) -> DerivedCosts:
     """Cost rows for the window, each stage timed."""
     with Stopwatch() as usage_watch:
@@ -58,8 +78,7 @@ def derive_costs(seen: ClusterObservation, start: datetime, end: datetime) -> De
             seen.nodes, seen.pods, seen.pod_start_s, seen.pod_end_s, start, end, USAGE_SETTINGS
         )
     with Stopwatch() as prices_watch:
-        no_stored_prices = pd.DataFrame(columns=PRICE_COLUMNS)
-        prices = resolve_prices(usage.nodes, start, no_stored_prices, [], EstimateSettings())
+        prices = estimated_prices(usage.nodes, start, end)
     with Stopwatch() as costs_watch:
         frame = cost_rows(usage.pods, usage.nodes, prices.prices)
     return DerivedCosts(

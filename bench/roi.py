@@ -33,7 +33,7 @@ from bench._common import (
     progress,
     report,
 )
-from bench.derive import PODS, USAGE_SETTINGS, observe
+from bench.derive import PODS, USAGE_SETTINGS, estimated_prices, observe
 
 DAYS = 30
 
@@ -50,7 +50,6 @@ def with_utilization(pods: pd.DataFrame) -> pd.DataFrame:
 def write_simulated_day() -> int:
     """The day's usage, pods and costs through CostStore; returns cost rows written."""
     from gpu_cost_pipeline.core.costing import cost_rows
-    from gpu_cost_pipeline.core.pricing import PRICE_COLUMNS, EstimateSettings, resolve_prices
     from gpu_cost_pipeline.core.window_usage import derive_window_usage, pod_attributes
     from gpu_cost_pipeline.settings import load_settings
     from gpu_cost_pipeline.store.cost_store import CostStore
@@ -61,9 +60,7 @@ def write_simulated_day() -> int:
         seen.nodes, seen.pods, seen.pod_start_s, seen.pod_end_s, start, end, USAGE_SETTINGS
     )
     pods = with_utilization(usage.pods)
-    prices = resolve_prices(
-        usage.nodes, start, pd.DataFrame(columns=PRICE_COLUMNS), [], EstimateSettings()
-    )
+    prices = estimated_prices(usage.nodes, start, end)
     costs = cost_rows(pods, usage.nodes, prices.prices)
     store = CostStore.from_settings(load_settings())
     with store.write_window(BENCH_CLUSTER, start, end) as writer:

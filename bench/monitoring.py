@@ -48,19 +48,24 @@ def materialize(url: str, cluster: str, pods: int, first: datetime, last: dateti
 
 def spread_rollups(url: str, cluster: str, hour: datetime) -> int:
     """Copy the cluster's rollup rows of ``hour`` to each of the DAYS × 24 hours before it."""
-    with psycopg.connect(url) as conn:
+    columns = (
+        "cluster, namespace, team, project, experiment_id, cost_center, gpu_model,"
+        " capacity_type, is_idle, price_source, node, gpu_hours, cost_usd, on_demand_cost_usd,"
+        " exclusive_cost_usd, pod_minutes, measured_gpu_hours, used_gpu_hours, unused_cost_usd"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
         cursor = conn.execute(
-            """
-            INSERT INTO gpu_cost_hourly
-            SELECT hour - make_interval(hours => back), cluster, namespace, team, project,
-                   experiment_id, cost_center, gpu_model, capacity_type, is_idle, price_source,
-                   gpu_hours, cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes
+            f"""
+            INSERT INTO gpu_cost_hourly (hour, {columns})
+            SELECT hour - make_interval(hours => back), {columns}
             FROM gpu_cost_hourly, generate_series(1, %s) AS back
             WHERE cluster = %s AND hour = %s
             """,
             (DAYS * 24 - 1, cluster, hour),
         )
-        conn.execute("ANALYZE gpu_cost_hourly")
+        # What autovacuum does to a table after a bulk load (hint bits, visibility map,
+        # statistics): without it the first query pays for setting the hint bits.
+        conn.execute("VACUUM ANALYZE gpu_cost_hourly")
         return cursor.rowcount
 
 

@@ -208,6 +208,7 @@ def test_materialize_a_period_runs_whole_days_as_history_and_edges_as_minutes(
         "GPU_COST_CLUSTER": "history",
         "GPU_COST_SIMULATED_PODS": "5",
         "GPU_COST_PARTITION_START": f"{day - timedelta(days=40):%Y-%m-%d}-00:00",
+        "GPU_COST_MINUTE_PARTITION_DAYS": "7",
         "DAGSTER_HOME": str(tmp_path),
     }
     (tmp_path / "dagster.yaml").touch()

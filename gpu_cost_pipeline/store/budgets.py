@@ -56,11 +56,19 @@ def refresh_pod_hourly(
     )
     cursor = conn.execute(
         """
-        INSERT INTO gpu_pod_cost_hourly
+        INSERT INTO gpu_pod_cost_hourly (hour, cluster, pod_uid, namespace, team, project,
+            experiment_id, cost_center, gpu_model, capacity_type, is_idle, gpu_hours, cost_usd,
+            on_demand_cost_usd, exclusive_cost_usd, pod_minutes, node, measured_gpu_hours,
+            used_gpu_hours, unused_cost_usd)
         SELECT date_trunc('hour', minute) AS hour, cluster, pod_uid, namespace, team, project,
                experiment_id, cost_center, gpu_model, capacity_type, is_idle,
                sum(gpu_share * seconds) / 3600.0, sum(cost_usd), sum(on_demand_cost_usd),
-               sum(exclusive_cost_usd), count(*)
+               sum(exclusive_cost_usd), count(*), min(node),
+               sum(CASE WHEN gpu_utilization IS NOT NULL THEN gpu_share * seconds ELSE 0 END)
+                   / 3600.0,
+               sum(coalesce(gpu_utilization, 0) * gpu_share * seconds) / 3600.0,
+               sum(CASE WHEN is_idle THEN cost_usd
+                        ELSE coalesce(cost_usd * (1 - gpu_utilization), 0) END)
         FROM gpu_cost
         WHERE cluster = %s AND minute >= %s AND minute < %s
         GROUP BY 1, cluster, pod_uid, namespace, team, project, experiment_id, cost_center,

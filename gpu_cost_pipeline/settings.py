@@ -426,7 +426,7 @@ SETTINGS: tuple[Setting, ...] = (
         _integer(minimum=1),
     ),
     Setting(
-        "GPU_COST_MINUTE_PARTITION_DAYS", "minute_partition_days", 7, "`7`",
+        "GPU_COST_MINUTE_PARTITION_DAYS", "minute_partition_days", 3, "`3`",
         "How many days back (from today, 00:00 UTC) the minute partitions reach; older days are "
         "the day partitions of `gpu_cost_history`. Keeps the UI's partition pages fast (about "
         "1,440 partitions a day; see Performance).",

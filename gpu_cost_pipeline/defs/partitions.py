@@ -3,8 +3,9 @@
 The UI lists every partition key of an asset on its Partitions tab and in its launch dialog
 and walks every stretch of materialized partitions (bench/ui_partitions.py: 19–35 s for the
 85,000 minutes since the 1st of the previous month, 2.4 s for 7 days, 1.1 s for 3 days), so
-minute partitions reach back only ``GPU_COST_MINUTE_PARTITION_DAYS`` (3); any day since the start of history is a partition of
-``gpu_cost_history``, which writes the same tables for the whole day in one run.
+minute partitions reach back only ``GPU_COST_MINUTE_PARTITION_DAYS`` (3); any day since the
+start of history is a partition of ``gpu_cost_history``, which writes the same tables for the
+whole day in one run.
 """
 
 from __future__ import annotations

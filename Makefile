@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.data/dagster
 # Example budgets and attributions for the simulated cluster (some cross their thresholds).
 export GPU_COST_SPECS_DIR ?= $(CURDIR)/examples/simulated
 
-.PHONY: setup run dev test bench lint format stop clean prometheus
+.PHONY: setup run dev test bench bench-long lint format stop clean prometheus
 
 setup: $(STAMP)
 
@@ -59,6 +59,11 @@ test: setup prometheus
 
 bench: setup prometheus
 	$(BIN)/python bench/run.py
+
+# A month of 1,000 pods through dagster-postgres instance storage (tens of minutes; see
+# bench/README.md). BACKFILL_ARGS="--days 1 --workers 1" for a quick look.
+bench-long: setup
+	$(BIN)/python -m bench.backfill_month $(BACKFILL_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -38,6 +38,9 @@ def configure(data_dir: Path, pods: int) -> None:
     os.environ["GPU_COST_DATA_DIR"] = str(data_dir)
     os.environ["GPU_COST_SIMULATED_PODS"] = str(pods)
     os.environ["GPU_COST_CLUSTER"] = BENCH_CLUSTER
+    # Benchmarks pin days (e.g. 2026-11-20, a week of history): minute partitions reach back to
+    # GPU_COST_PARTITION_START, as the test session does.
+    os.environ["GPU_COST_MINUTE_PARTITION_DAYS"] = "62"
 
 
 @dataclass

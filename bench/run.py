@@ -29,6 +29,7 @@ BENCHMARKS = (
     "roi",
     "budget_status",
     "alert_latency",
+    "ui_partitions",
 )
 FIGURE_LINE = re.compile(r"^[a-z][a-z0-9_]*: -?\d+(\.\d+)? \S+( \(.*\))?$")
 

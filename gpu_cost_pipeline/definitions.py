@@ -24,6 +24,7 @@ from gpu_cost_pipeline.defs.budgets.jobs import (
 )
 from gpu_cost_pipeline.defs.catch_up import build_catch_up_sensor
 from gpu_cost_pipeline.defs.costs.assets import gpu_cost
+from gpu_cost_pipeline.defs.history.assets import gpu_cost_history, gpu_cost_history_job
 from gpu_cost_pipeline.defs.jobs import gpu_cost_every_minute, gpu_cost_job
 from gpu_cost_pipeline.defs.maintenance import retention_daily, retention_job
 from gpu_cost_pipeline.defs.pricing.assets import gpu_prices
@@ -60,4 +61,9 @@ defs = dg.Definitions.merge(
         schedules=[cost_attributions_every_5_minutes],
         sensors=[budget_status_after_costs, budget_alerts, budget_enforcement],
     ),
+)
+
+# History older than the minute partitions, and large backfills: one partition per UTC day.
+defs = dg.Definitions.merge(
+    defs, dg.Definitions(assets=[gpu_cost_history], jobs=[gpu_cost_history_job])
 )

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"  # the minute partitions' key format, UTC
@@ -243,8 +243,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "GPU_COST_PARTITION_START", "partition_start", None, "1st of previous month",
-        "First minute partition, `YYYY-MM-DD-HH:MM` UTC. Set it in a deployment: the default "
-        "moves with the month (a warning says so).",
+        "Start of history, `YYYY-MM-DD-HH:MM` UTC: the first day partition of `gpu_cost_history` "
+        "and `roi_report` (its day), and the earliest minute partition. Set it in a deployment: "
+        "the default moves with the month (a warning says so).",
         _utc_minute,
     ),
     Setting(
@@ -424,6 +425,13 @@ SETTINGS: tuple[Setting, ...] = (
         "a channel still failing is retried on the next sensor tick.",
         _integer(minimum=1),
     ),
+    Setting(
+        "GPU_COST_MINUTE_PARTITION_DAYS", "minute_partition_days", 3, "`3`",
+        "How many days back (from today, 00:00 UTC) the minute partitions reach; older days are "
+        "the day partitions of `gpu_cost_history`. Keeps the UI's partition pages fast (about "
+        "1,440 partitions a day; see Performance).",
+        _integer(minimum=1),
+    ),
 )  # fmt: skip
 
 
@@ -478,10 +486,18 @@ class Settings:
     budget_timezone: str
     burn_rate_hours: int
     alert_max_attempts: int
+    minute_partition_days: int
 
     def first_partition(self, now: datetime | None = None) -> str:
         """The configured first partition, else the 1st of the previous month (UTC)."""
         return self.partition_start or first_of_previous_month(now or datetime.now(UTC))
+
+    def first_minute_partition(self, now: datetime | None = None) -> str:
+        """The first minute partition: ``minute_partition_days`` before today (00:00 UTC), but
+        never before the start of history."""
+        today = (now or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0)
+        reach = (today - timedelta(days=self.minute_partition_days)).strftime(PARTITION_FORMAT)
+        return max(reach, self.first_partition(now))  # the key format sorts as time
 
 
 def first_of_previous_month(now: datetime) -> str:

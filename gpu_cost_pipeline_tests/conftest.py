@@ -19,6 +19,10 @@ from gpu_cost_pipeline.store.embedded import embedded_database_url, stop_embedde
 # Settings that a developer's shell might carry must not leak into tests.
 for _name in [n for n in os.environ if n.startswith("GPU_COST_")] + ["KUBECONFIG", "DAGSTER_HOME"]:
     os.environ.pop(_name, None)
+# Tests pin days such as 2026-11-20 (more than the default 7 days ago): minute partitions reach
+# back to the start of history (the 1st of the previous month), as before the setting existed.
+# test_cli sets its own reach where the reach is what it tests.
+os.environ["GPU_COST_MINUTE_PARTITION_DAYS"] = "62"
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import dagster as dg
 from gpu_cost_pipeline.defs.catch_up import (
     CATCH_UP_TAG,
     build_catch_up_sensor,
+    minutes_of_days,
     missing_stretches,
 )
 from gpu_cost_pipeline.defs.jobs import gpu_cost_job
@@ -37,6 +38,19 @@ def test_missing_stretches_are_the_runs_of_absent_minutes():
     stretches = missing_stretches(done, T, T + timedelta(minutes=9))
     minutes = [(int((a - T).seconds / 60), int((b - T).seconds / 60)) for a, b in stretches]
     assert minutes == [(2, 3), (5, 6), (8, 8)]
+
+
+def test_days_written_by_gpu_cost_history_are_not_gaps():
+    """The minutes of a materialized history day count as present; other days' do not."""
+    day = T.replace(hour=0)
+    start, end = day - timedelta(minutes=30), day + timedelta(days=1, minutes=30)
+    present = minutes_of_days({f"{day:%Y-%m-%d}"}, start, end)
+    assert len(present) == 1440
+    stretches = missing_stretches(present, start, end)
+    assert stretches == [
+        (start, day - timedelta(minutes=1)),
+        (day + timedelta(days=1), end - timedelta(minutes=1)),
+    ]
 
 
 def test_downtime_is_filled_by_one_range_run_then_nothing_is_missing(database_url: str):

@@ -160,3 +160,76 @@ def test_long_materialize_ranges_split_into_one_run_per_day_of_minutes():
     assert [len(k) for k in keys] == [1440, 1440, 120]
     flat = [key for run in keys for key in run]
     assert len(set(flat)) == 3000 and flat[-1] == minute_partitions.get_last_partition_key()
+
+
+def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_cost_pipeline.cli.main", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_minute_partitions_reach_back_the_configured_days_and_days_reach_history():
+    """As the code location loads them (a fresh process with the settings in its environment)."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    code = (
+        "from gpu_cost_pipeline.definitions import defs; "
+        "from gpu_cost_pipeline.defs.partitions import minute_partitions as m, daily_partitions; "
+        "h = defs.resolve_assets_def('gpu_cost_history').partitions_def; "
+        "print(m.get_first_partition_key(), h.get_first_partition_key(), "
+        "daily_partitions is defs.resolve_assets_def('roi_report').partitions_def)"
+    )
+    env = {
+        **os.environ,
+        "GPU_COST_PARTITION_START": "2026-01-01-00:00",
+        "GPU_COST_MINUTE_PARTITION_DAYS": "2",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    first_minute, first_day, shared = done.stdout.split()
+    assert first_minute == (today - timedelta(days=2)).strftime("%Y-%m-%d-%H:%M")
+    assert first_day == "2026-01-01" and shared == "True"
+
+
+def test_materialize_a_period_runs_whole_days_as_history_and_edges_as_minutes(
+    database_url: str, tmp_path
+):
+    """--from/--to: the whole day as one gpu_cost_history run, the partial day before it as a
+    minute range; every minute stored once, and the instance records the day."""
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    start, end = day - timedelta(minutes=2), day + timedelta(days=1)
+    env = {
+        "GPU_COST_DATABASE_URL": database_url,
+        "GPU_COST_CLUSTER": "history",
+        "GPU_COST_SIMULATED_PODS": "5",
+        "GPU_COST_PARTITION_START": f"{day - timedelta(days=40):%Y-%m-%d}-00:00",
+        "GPU_COST_MINUTE_PARTITION_DAYS": "7",
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    (tmp_path / "dagster.yaml").touch()
+    period = ["--from", f"{start:%Y-%m-%d %H:%M}", "--to", f"{end:%Y-%m-%d}"]
+    done = cli(["materialize", *period], env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"gpu_cost_history for 1 day, {day:%Y-%m-%d}" in done.stdout
+    assert "gpu_cost_job for" in done.stdout and "as one run" in done.stdout
+    assert "Progress: 1442/1442 minute partitions (100%)" in done.stdout
+    minutes = CostStore(database_url=database_url).read_frame(
+        "SELECT count(DISTINCT minute) AS n, count(*) AS rows, "
+        "count(DISTINCT (pod_uid, minute)) AS distinct_rows FROM gpu_cost "
+        "WHERE cluster = 'history' AND NOT is_idle"
+    )
+    assert minutes.loc[0, "n"] == 1442
+    assert minutes.loc[0, "rows"] == minutes.loc[0, "distinct_rows"]  # nothing twice
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        days = instance.get_materialized_partitions(dg.AssetKey("gpu_cost_history"))
+    assert days == {f"{day:%Y-%m-%d}"}
+    # Before the minute partitions, only whole days: a clear error naming the setting.
+    old = day - timedelta(days=30)
+    done = cli(["materialize", "--from", f"{old:%Y-%m-%d} 06:00", "--to", f"{day:%Y-%m-%d}"], env)
+    assert done.returncode == 1
+    assert "GPU_COST_MINUTE_PARTITION_DAYS" in done.stderr

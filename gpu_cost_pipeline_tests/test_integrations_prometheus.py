@@ -6,6 +6,7 @@ Kubernetes source for every minute the live source can see."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -393,3 +394,58 @@ def test_no_label_allow_list_and_basic_auth(tmp_path: Path):
         )
         with pytest.raises(MissingSeriesError, match="--metric-labels-allowlist=nodes="):
             UsageSource(source="prometheus", prometheus=right).observe(*window)
+
+
+def cost_command(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GPU_COST_DATABASE_URL": url, "GPU_COST_CLUSTER": CLUSTER}
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_cost_pipeline.cli.main", "cost", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cost_detailed_shows_allocated_used_and_idle_per_pod_team_and_node(backfilled: str):
+    """Whole hours (the per-pod hourly rollup) agree with the minute rows; pods DCGM never saw
+    are unknown, not 0 % and not 100 %."""
+    done = cost_command(
+        backfilled, "--from", "2026-11-20 08:00", "--to", "2026-11-20 10:00", "--format", "json"
+    )
+    assert done.returncode == 0, done.stderr
+    usage = json.loads(done.stdout)["utilization"]
+    minutes = stored(
+        backfilled,
+        "SELECT pod_uid, sum(cost_usd) AS cost, sum(CASE WHEN gpu_utilization IS NULL THEN 0"
+        " ELSE gpu_share * seconds END) / 3600.0 AS measured, sum(coalesce(gpu_utilization, 0)"
+        " * gpu_share * seconds) / 3600.0 AS used, sum(CASE WHEN is_idle THEN cost_usd ELSE"
+        " coalesce(cost_usd * (1 - gpu_utilization), 0) END) AS unused FROM gpu_cost"
+        " GROUP BY pod_uid",
+    ).set_index("pod_uid")
+    pods = {row["pod_uid"]: row for row in usage["by_pod"]}
+    assert set(pods) == set(minutes.index)
+    for uid, want in minutes.iterrows():
+        row = pods[uid]
+        assert row["cost_usd"] == pytest.approx(want["cost"], rel=1e-9)
+        assert row["unused_cost_usd"] == pytest.approx(want["unused"], rel=1e-9, abs=1e-12)
+        if want["measured"] > 0:
+            assert row["utilization"] == pytest.approx(want["used"] / want["measured"], rel=1e-9)
+        else:
+            assert row["utilization"] is None
+    never_measured = [u for u in pods if not u.startswith("idle:") and not has_dcgm(u)]
+    assert never_measured and all(pods[u]["utilization"] is None for u in never_measured)
+    idle = [row for uid, row in pods.items() if uid.startswith("idle:")]
+    assert idle and all(r["idle_gpu_hours"] > 0 and r["allocated_gpu_hours"] == 0 for r in idle)
+    nodes = usage["by_node"]
+    assert sum(n["unused_cost_usd"] for n in nodes) == pytest.approx(minutes["unused"].sum())
+    assert sum(t["cost_usd"] for t in usage["by_team"]) == pytest.approx(minutes["cost"].sum())
+    # The table, over a period with partial hours only (read from the minute rows).
+    done = cost_command(
+        backfilled, "--from", "2026-11-20 08:40", "--to", "2026-11-20 09:20", "--format", "detailed"
+    )
+    assert done.returncode == 0, done.stderr
+    for title in ("by team", "by node", "by pod"):
+        assert f"Allocated vs used vs idle, {title}" in done.stdout
+    assert "unknown" in done.stdout and "(idle GPUs)" in done.stdout

@@ -192,6 +192,7 @@ def test_definitions_load():
         "gcp_price_book",
         "azure_price_book",
         "roi_report",
+        "gpu_cost_history",
         "cost_attributions",
         "budget_status",
     }

@@ -23,6 +23,7 @@ from gpu_cost_pipeline.store.reports import (
     data_coverage,
     hours_in,
     hours_with_data,
+    utilization_breakdown,
 )
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
@@ -101,6 +102,82 @@ def build_report(breakdown: pd.DataFrame, start: datetime, end: datetime, cluste
     }
 
 
+USAGE_SUMS = ["cost_usd", "allocated_gpu_hours", "idle_gpu_hours"]
+USAGE_SUMS += ["measured_gpu_hours", "used_gpu_hours", "unused_cost_usd"]
+SHOWN_PODS = 20
+
+
+def utilization_report(usage: pd.DataFrame) -> dict[str, list[dict]]:
+    """Allocated vs used vs idle per team, node and pod. ``utilization`` is used / measured
+    GPU-hours and None (unknown) where nothing was measured; ``unused_cost_usd`` is what was
+    paid for GPUs not in use: idle GPUs whole, measured pods × (1 − utilization); unmeasured
+    pod time adds nothing (it is unknown, not unused)."""
+    frame = usage.assign(
+        allocated_gpu_hours=usage["gpu_hours"].where(~usage["is_idle"], 0.0),
+        idle_gpu_hours=usage["gpu_hours"].where(usage["is_idle"], 0.0),
+        team=[_label(t, i, "team") for t, i in zip(usage["team"], usage["is_idle"], strict=True)],
+        pod=usage["pod"].where(~usage["is_idle"], IDLE),
+    )
+
+    def grouped(keys: list[str]) -> list[dict]:
+        sums = frame.groupby(keys, as_index=False)[USAGE_SUMS].sum()
+        measured, allocated = sums["measured_gpu_hours"], sums["allocated_gpu_hours"]
+        sums["utilization"] = (sums["used_gpu_hours"] / measured).where(measured > 0)
+        sums["measured_share"] = (measured / allocated).where(allocated > 0)
+        sums = sums.sort_values(["unused_cost_usd", "cost_usd"], ascending=False)
+        records = sums.astype(object).where(sums.notna(), None).to_dict("records")
+        return [{k: float(v) if isinstance(v, float) else v for k, v in r.items()} for r in records]
+
+    return {
+        "by_team": grouped(["team"]),
+        "by_node": grouped(["node", "gpu_model"]),
+        "by_pod": grouped(["pod_uid", "pod", "namespace", "team", "node"]),
+    }
+
+
+def _utilization(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1%}"
+
+
+def render_utilization(usage: dict[str, list[dict]], console: Console) -> None:
+    """Allocated, idle and used side by side; unknown utilization shown as unknown."""
+    views = [
+        ("by_team", "team", [("team", "Team")]),
+        ("by_node", "node", [("node", "Node"), ("gpu_model", "GPU model")]),
+        ("by_pod", "pod", [("pod", "Pod"), ("namespace", "Namespace"), ("node", "Node")]),
+    ]
+    for key, noun, columns in views:
+        rows = usage[key]
+        table = Table(
+            title=f"Allocated vs used vs idle, by {noun} (most paid for but unused first)",
+            title_justify="left",
+        )
+        for _, title in columns:
+            table.add_column(title)
+        for title in ("Cost", "GPU-h allocated", "GPU-h idle", "Utilization", "Measured"):
+            table.add_column(title, justify="right")
+        table.add_column("Paid for but unused", justify="right")
+        for row in rows[:SHOWN_PODS] if key == "by_pod" else rows:
+            share = row["measured_share"]
+            table.add_row(
+                *[str(row[column]) or UNLABELLED for column, _ in columns],
+                _money(row["cost_usd"]),
+                f"{row['allocated_gpu_hours']:,.2f}",
+                f"{row['idle_gpu_hours']:,.2f}",
+                _utilization(row["utilization"]),
+                "–" if share is None else f"{share:.0%}",
+                _money(row["unused_cost_usd"]),
+            )
+        console.print(table)
+        if key == "by_pod" and len(rows) > SHOWN_PODS:
+            console.print(f"... and {len(rows) - SHOWN_PODS} more pods (--format json lists all)")
+    console.print(
+        "Utilization is DCGM's, measured by the prometheus source only; unknown where no "
+        "series covered the pod. Paid for but unused = idle GPUs + measured cost × "
+        "(1 − utilization); unmeasured time counts as neither."
+    )
+
+
 def _money(value: float) -> str:
     return f"${value:,.2f}"
 
@@ -175,10 +252,14 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        breakdown = cost_breakdown(
-            conn, start, end, CostFilter(cluster=cluster, namespace=args.namespace, team=args.team)
-        )
+        cost_filter = CostFilter(cluster=cluster, namespace=args.namespace, team=args.team)
+        breakdown = cost_breakdown(conn, start, end, cost_filter)
         covered = hours_with_data(conn, cluster, start, end)
+        usage = (
+            utilization_breakdown(conn, start, end, cost_filter)
+            if args.format in ("detailed", "json")
+            else None
+        )
     if breakdown.empty:
         print(
             f"No cost rows for cluster {cluster!r} between {start:%Y-%m-%d %H:%M} and "
@@ -191,10 +272,15 @@ def run(args: argparse.Namespace) -> int:
     # Say when part of the period has no data, so a short total is not misread.
     report["hours_with_data"] = covered
     report["hours_in_period"] = hours_in(start, end)
+    if usage is not None:
+        report["utilization"] = utilization_report(usage)
     if args.format == "json":
         print(json.dumps(report, indent=2))
     elif args.format == "csv":
         breakdown.sort_values("cost_usd", ascending=False).to_csv(sys.stdout, index=False)
     else:
-        render_tables(report, args.format, Console())
+        console = Console()
+        render_tables(report, args.format, console)
+        if "utilization" in report:
+            render_utilization(report["utilization"], console)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from dagster._core.storage.tags import (
@@ -61,7 +62,8 @@ def period_partition_ranges(start: datetime, end: datetime, per_run: int) -> lis
     if start < earliest:
         raise ValueError(
             f"--from {start:%Y-%m-%d %H:%M} is before the first minute partition "
-            f"({earliest:%Y-%m-%d %H:%M} UTC, GPU_COST_PARTITION_START)"
+            f"({earliest:%Y-%m-%d %H:%M} UTC, GPU_COST_MINUTE_PARTITION_DAYS); whole days "
+            "before it are materialized as days: give --from and --to as dates (YYYY-MM-DD)"
         )
     last_start = end - timedelta(minutes=1)
     if last_start > latest:
@@ -70,6 +72,48 @@ def period_partition_ranges(start: datetime, end: datetime, per_run: int) -> lis
             f"({latest + timedelta(minutes=1):%Y-%m-%d %H:%M} UTC)"
         )
     return partition_ranges(start, last_start, per_run)
+
+
+@dataclass(frozen=True)
+class PeriodPlan:
+    """A period as runs: whole UTC days as gpu_cost_history partitions (one run each, one
+    materialization per day), the partial days at its edges as minute ranges."""
+
+    days: list[str]
+    minute_ranges: list[tuple[str, str]]
+
+    def minutes(self) -> int:
+        ranges = sum(_minutes_in(first, last) for first, last in self.minute_ranges)
+        return 1440 * len(self.days) + ranges
+
+
+def period_plan(start: datetime, end: datetime, per_run: int) -> PeriodPlan:
+    """Whole days of [start, end) that have closed and lie in the history's day partitions go
+    to gpu_cost_history; the rest (partial days) to minute ranges, which must lie in the
+    minute partitions."""
+    from gpu_cost_pipeline.defs.partitions import daily_partitions
+
+    if end <= start:
+        raise ValueError(f"--to {end:%Y-%m-%d %H:%M} is not after --from {start:%Y-%m-%d %H:%M}")
+    first_day = daily_partitions.start.astimezone(UTC)
+    if start < first_day:
+        raise ValueError(
+            f"--from {start:%Y-%m-%d %H:%M} is before the start of history "
+            f"({first_day:%Y-%m-%d} UTC, GPU_COST_PARTITION_START)"
+        )
+    day = timedelta(days=1)
+    midnight = start.replace(hour=0, minute=0)
+    days_start = midnight if start == midnight else midnight + day
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    days_end = max(min(end.replace(hour=0, minute=0), today), days_start)
+    if days_end == days_start:  # no whole closed day: all minutes
+        return PeriodPlan([], period_partition_ranges(start, end, per_run))
+    days = []
+    while days_start + len(days) * day < days_end:
+        days.append((days_start + len(days) * day).strftime("%Y-%m-%d"))
+    edges = [(start, days_start), (days_end, end)]
+    ranges = [r for a, b in edges if b > a for r in period_partition_ranges(a, b, per_run)]
+    return PeriodPlan(days, ranges)
 
 
 def parse_utc_minute(text: str) -> datetime:
@@ -100,26 +144,43 @@ def run_materialize(args: argparse.Namespace) -> int:
     if args.start is not None or args.end is not None:
         if args.start is None or args.end is None:
             raise ValueError("--from and --to go together")
-        ranges = period_partition_ranges(args.start, args.end, per_run)
+        plan = period_plan(args.start, args.end, per_run)
     else:
-        ranges = recent_partition_ranges(max(1, int(args.last.total_seconds() // 60)), per_run)
+        minutes = max(1, int(args.last.total_seconds() // 60))
+        plan = PeriodPlan([], recent_partition_ranges(minutes, per_run))
     instance = (
         dg.DagsterInstance.get() if load_settings().dagster_home else dg.DagsterInstance.ephemeral()
     )
-    job = defs.resolve_job_def("gpu_cost_job")
-    runs = "one run" if len(ranges) == 1 else f"{len(ranges)} runs of at most {per_run} minutes"
-    print(f"Materializing gpu_cost_job for {ranges[0][0]} … {ranges[-1][1]} (UTC) as {runs}")
-    progress = Progress(total=sum(_minutes_in(first, last) for first, last in ranges))
+    print(f"Materializing {_describe_plan(plan, per_run)} (UTC)")
+    progress = Progress(total=plan.minutes())
     settings = load_settings()
     with instance:
-        for first, last in ranges:
-            _run_range(job, instance, first, last)
+        history = defs.resolve_job_def("gpu_cost_history_job")
+        for day in plan.days:
+            _run(history, instance, day, partition_key=day)
+            progress.done(1440)
+        minutes = defs.resolve_job_def("gpu_cost_job")
+        for first, last in plan.minute_ranges:
+            tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+            _run(minutes, instance, f"{first} … {last}", tags=tags)
             progress.done(_minutes_in(first, last))
         if settings.specs_dir or settings.source == "kubernetes":
             # Budgets and attributions follow the costs, as the sensor does under the daemon.
             for status_job in ("budget_status_job", "cost_attributions_job"):
                 _run_status(defs.resolve_job_def(status_job), instance)
     return 0
+
+
+def _describe_plan(plan: PeriodPlan, per_run: int) -> str:
+    parts = []
+    if plan.days:
+        days = "1 day" if len(plan.days) == 1 else f"{len(plan.days)} days"
+        parts.append(f"gpu_cost_history for {days}, {plan.days[0]} … {plan.days[-1]}, a run each")
+    if plan.minute_ranges:
+        ranges = plan.minute_ranges
+        runs = "one run" if len(ranges) == 1 else f"{len(ranges)} runs of at most {per_run} minutes"
+        parts.append(f"gpu_cost_job for {ranges[0][0]} … {ranges[-1][1]} as {runs}")
+    return "; ".join(parts)
 
 
 def _minutes_in(first: str, last: str) -> int:
@@ -175,19 +236,20 @@ def _run_status(job, instance) -> None:
     print(f"Run {result.run_id} ({job.name}) succeeded in {time.perf_counter() - started:.1f} s")
 
 
-def _run_range(job, instance, first: str, last: str) -> None:
+def _run(job, instance, label: str, **partition) -> None:
+    """One in-process run of ``job`` for ``partition_key=`` or range ``tags=``."""
     started = time.perf_counter()
     result = job.execute_in_process(
         instance=instance,
         # Warnings (bad input, estimated prices) on the console; the full event log stays in
         # the instance for the UI.
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
         raise_on_error=False,
+        **partition,
     )
     elapsed = time.perf_counter() - started
     if not result.success:
-        raise RuntimeError(f"run {result.run_id} for {first} … {last} failed: {_failure(result)}")
+        raise RuntimeError(f"run {result.run_id} for {label} failed: {_failure(result)}")
     # Each minute partition carries its own figures: the run's are their sums.
     sums: dict[str, dict[str, float]] = {}
     for event in result.get_asset_materialization_events():
@@ -203,7 +265,7 @@ def _run_range(job, instance, first: str, last: str) -> None:
         }
         if shown:
             print(f"  {name}: {shown}")
-    print(f"Run {result.run_id} ({first} … {last}) succeeded in {elapsed:.1f} s", flush=True)
+    print(f"Run {result.run_id} ({label}) succeeded in {elapsed:.1f} s", flush=True)
 
 
 def _failure(result) -> str:

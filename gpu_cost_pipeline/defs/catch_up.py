@@ -5,6 +5,7 @@ The every-minute schedule only requests the minute just closed (Dagster: "has no
 set, so not trying to catch up"). This sensor looks back ``GPU_COST_CATCH_UP_HOURS`` and:
 - with a source that sees the past (prometheus, simulated): requests one run of gpu_cost_job
   over the oldest missing stretch (at most a day of minutes), one at a time;
+- minutes of days materialized as gpu_cost_history count as present (same tables);
 - with the live kubernetes source, which cannot see the past: reports the gaps (the sensor's
   tick in the UI says which minutes are missing, `gpu-autoscaler cost` says how much of a
   period has no data), never fills them with the present.
@@ -58,6 +59,18 @@ def missing_stretches(
     return stretches
 
 
+def minutes_of_days(days: set[str], start: datetime, end: datetime) -> set[str]:
+    """The minute keys in [start, end) of the days gpu_cost_history wrote (same tables)."""
+    keys = set()
+    day = start.replace(hour=0, minute=0)
+    while day < end:
+        if day.strftime("%Y-%m-%d") in days:
+            minutes = range(int((min(day + timedelta(days=1), end) - day).total_seconds() // 60))
+            keys.update((day + timedelta(minutes=m)).strftime(PARTITION_FORMAT) for m in minutes)
+        day += timedelta(days=1)
+    return keys
+
+
 def describe(stretches: list[tuple[datetime, datetime]]) -> str:
     shown = ", ".join(f"{a:%Y-%m-%d %H:%M}–{b:%H:%M}" for a, b in stretches[:5])
     more = f" and {len(stretches) - 5} more" if len(stretches) > 5 else ""
@@ -80,6 +93,9 @@ def catch_up_request(
     if active:
         return dg.SkipReason(f"catch-up run {active[0].run_id} is still going")
     materialized = context.instance.get_materialized_partitions(dg.AssetKey("gpu_cost"))
+    materialized |= minutes_of_days(
+        context.instance.get_materialized_partitions(dg.AssetKey("gpu_cost_history")), start, end
+    )
     stretches = missing_stretches(materialized, start, end)
     if not stretches:
         return dg.SkipReason(f"no gaps in the last {hours} h")

@@ -60,9 +60,9 @@ class PerMinute:
     def by_partition(self, keys: list[str], fmt: str, derive) -> dict[str, dict[str, float | int]]:
         """``derive(row)`` turns one minute's sums (a dict, zeros when nothing ran) into its
         metadata."""
-        sums = pd.concat(self.parts).groupby(level=0).sum() if self.parts else pd.DataFrame()
-        if not sums.empty:
-            sums.index = pd.DatetimeIndex(sums.index).strftime(fmt)
+        sums = pd.concat(self.parts) if self.parts else pd.DataFrame()
+        if not sums.empty:  # per partition: minutes with the same key (e.g. a day's) add up
+            sums = sums.groupby(pd.DatetimeIndex(sums.index).strftime(fmt)).sum()
         rows = sums.to_dict("index") if not sums.empty else {}
         nothing = dict.fromkeys(self.columns, 0)
         return {key: _round(derive(rows.get(key, nothing))) for key in keys}

@@ -291,6 +291,8 @@ _ROLLUP_SUMS = (
     "sum(gpu_hours), sum(cost_usd), sum(on_demand_cost_usd), sum(exclusive_cost_usd),"
     " sum(pod_minutes)"
 )
+_USE_COLUMNS = "measured_gpu_hours, used_gpu_hours, unused_cost_usd"
+_USE_SUMS = "sum(measured_gpu_hours), sum(used_gpu_hours), sum(unused_cost_usd)"
 
 
 class WindowWriter:
@@ -481,8 +483,10 @@ class WindowWriter:
             "gpu_pod_cost_hourly",
             f"""
             INSERT INTO gpu_pod_cost_hourly (hour, cluster, pod_uid, {_ROLLUP_KEYS}, gpu_hours,
-                cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes)
-            SELECT hour, %(cluster)s, pod_uid, {_ROLLUP_KEYS}, {_ROLLUP_SUMS}
+                cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes, {_USE_COLUMNS},
+                node)
+            SELECT hour, %(cluster)s, pod_uid, {_ROLLUP_KEYS}, {_ROLLUP_SUMS}, {_USE_SUMS},
+                   min(node)
             FROM window_pod_hours GROUP BY hour, pod_uid, {_ROLLUP_KEYS}
             """,
             params,
@@ -503,9 +507,9 @@ class WindowWriter:
             f"""
             INSERT INTO gpu_cost_hourly (hour, cluster, {_ROLLUP_KEYS}, price_source, node,
                 gpu_hours, cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes,
-                measured_gpu_hours, used_gpu_hours, unused_cost_usd)
+                {_USE_COLUMNS})
             SELECT hour, %(cluster)s, {_ROLLUP_KEYS}, price_source, node, {_ROLLUP_SUMS},
-                   sum(measured_gpu_hours), sum(used_gpu_hours), sum(unused_cost_usd)
+                   {_USE_SUMS}
             FROM window_pod_hours GROUP BY hour, {_ROLLUP_KEYS}, price_source, node
             """,
             params,

@@ -114,3 +114,60 @@ def hours_with_data(conn: psycopg.Connection, cluster: str, start: datetime, end
 
 def hours_in(start: datetime, end: datetime) -> int:
     return int((_hour_ceil(end) - _hour_floor(start)).total_seconds() // 3600)
+
+
+USAGE_MEASURES = [
+    "gpu_hours",
+    "cost_usd",
+    "measured_gpu_hours",
+    "used_gpu_hours",
+    "unused_cost_usd",
+]
+
+
+def utilization_breakdown(
+    conn: psycopg.Connection, start: datetime, end: datetime, cost_filter: CostFilter
+) -> pd.DataFrame:
+    """Allocated, measured, used and unused per pod (and per node's idle GPUs, pod_uid
+    ``idle:<node>``) in [start, end): whole hours from the per-pod hourly rollup, the partial
+    hours at the edges from the minute table, as cost_breakdown does. ``pod`` is the pod's name
+    ('' for idle GPUs)."""
+    full_start, full_end = _hour_ceil(start), _hour_floor(end)
+    where, filter_params = _filters(cost_filter)
+    keys = "c.pod_uid, c.namespace, c.team, c.node, c.gpu_model, c.is_idle"
+    minute_select = sql.SQL(
+        "SELECT pod_uid, namespace, team, node, gpu_model, is_idle,"
+        " gpu_share * seconds / 3600.0 AS gpu_hours, cost_usd,"
+        " CASE WHEN gpu_utilization IS NOT NULL THEN gpu_share * seconds / 3600.0 ELSE 0 END"
+        " AS measured_gpu_hours,"
+        " coalesce(gpu_utilization, 0) * gpu_share * seconds / 3600.0 AS used_gpu_hours,"
+        " CASE WHEN is_idle THEN cost_usd ELSE coalesce(cost_usd * (1 - gpu_utilization), 0)"
+        " END AS unused_cost_usd"
+        " FROM gpu_cost WHERE minute >= %s AND minute < %s{where}"
+    )
+    parts: list[sql.Composable] = []
+    params: list = []
+    edges = [(start, end)]
+    if full_start < full_end:
+        parts.append(
+            sql.SQL(
+                "SELECT pod_uid, namespace, team, node, gpu_model, is_idle, gpu_hours, cost_usd,"
+                " measured_gpu_hours, used_gpu_hours, unused_cost_usd"
+                " FROM gpu_pod_cost_hourly WHERE hour >= %s AND hour < %s{where}"
+            ).format(where=where)
+        )
+        params += [full_start, full_end, *filter_params]
+        edges = [(start, full_start), (full_end, end)]
+    for edge_start, edge_end in edges:
+        if edge_start < edge_end:
+            parts.append(minute_select.format(where=where))
+            params += [edge_start, edge_end, *filter_params]
+    sums = sql.SQL(", ").join(
+        sql.SQL("sum({0}) AS {0}").format(sql.Identifier(m)) for m in USAGE_MEASURES
+    )
+    query = sql.SQL(
+        "SELECT {keys}, coalesce(p.pod, '') AS pod, {sums} FROM ({union}) AS c"
+        " LEFT JOIN gpu_pods AS p ON p.cluster = %s AND p.pod_uid = c.pod_uid"
+        " GROUP BY {keys}, p.pod"
+    ).format(keys=sql.SQL(keys), sums=sums, union=sql.SQL(" UNION ALL ").join(parts))
+    return read_frame(conn, query, [*params, cost_filter.cluster])

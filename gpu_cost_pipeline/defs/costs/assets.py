@@ -1,6 +1,8 @@
 """gpu_cost: one cost row per pod per minute and one idle row per node-minute, plus the hourly
 rollup, with data-quality checks on every window."""
 
+from datetime import datetime
+
 import dagster as dg
 
 from gpu_cost_pipeline.core.costing import attach_attributes, cost_rows
@@ -30,11 +32,26 @@ def gpu_cost(
     context: dg.AssetExecutionContext, store: CostStore, usage_source: UsageSource
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
-    cluster = usage_source.cluster
+    totals, rollup_rows = write_costs(
+        store, usage_source.cluster, usage_source.chunk_minutes, window.start, window.end
+    )
+    add_partition_metadata(
+        context, "gpu_cost", totals.partitions(context.partition_keys, PARTITION_FORMAT)
+    )
+    context.log.info(f"hourly rollup: {rollup_rows} rows rewritten")
+    return dg.MaterializeResult(check_results=totals.check_results())
+
+
+def write_costs(
+    store: CostStore, cluster: str, chunk_minutes: int, window_start: datetime, window_end: datetime
+) -> tuple[CostTotals, int]:
+    """Cost the window's stored usage at its stored prices and replace its cost rows, the hourly
+    rollup of the hours it touches and the pods' hourly sums, in one transaction. Returns the
+    window's totals and check findings, and the rollup rows rewritten."""
     totals = CostTotals()
-    with store.write_window(cluster, window.start, window.end) as writer:
+    with store.write_window(cluster, window_start, window_end) as writer:
         conn = writer.conn
-        for start, end in window_chunks(window.start, window.end, usage_source.chunk_minutes):
+        for start, end in window_chunks(window_start, window_end, chunk_minutes):
             nodes = queries.node_minutes(conn, cluster, start, end)
             pods = attach_attributes(
                 queries.pod_minutes(conn, cluster, start, end),
@@ -48,8 +65,4 @@ def gpu_cost(
             # minute-disjoint, so the stored window is exactly these frames: check them here.
             totals.add(costs, nodes, prices)
         rollup_rows = writer.refresh_hourly_rollup()
-    add_partition_metadata(
-        context, "gpu_cost", totals.partitions(context.partition_keys, PARTITION_FORMAT)
-    )
-    context.log.info(f"hourly rollup: {rollup_rows} rows rewritten")
-    return dg.MaterializeResult(check_results=totals.check_results())
+    return totals, rollup_rows

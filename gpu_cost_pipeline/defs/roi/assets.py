@@ -7,18 +7,13 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from gpu_cost_pipeline.core.roi import Period, headline_figures, report_markdown
-from gpu_cost_pipeline.defs.partitions import minute_partitions
+from gpu_cost_pipeline.defs.partitions import daily_partitions
 from gpu_cost_pipeline.defs.reporting import add_partition_metadata
 from gpu_cost_pipeline.defs.roi.resources import RoiConfig
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.store import roi as roi_store
 from gpu_cost_pipeline.store.cost_store import CostStore
 
-# Days from the day of the first minute partition.
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=minute_partitions.start.strftime("%Y-%m-%d"),
-    timezone="UTC",
-)
 ROLLUP_TOLERANCE = 1e-9  # relative
 
 

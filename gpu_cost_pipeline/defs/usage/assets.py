@@ -1,5 +1,7 @@
 """gpu_node_usage and gpu_pod_usage: what ran where, minute by minute."""
 
+from datetime import datetime
+
 import dagster as dg
 
 from gpu_cost_pipeline.core.window_usage import derive_observed_usage, pod_attributes
@@ -34,15 +36,7 @@ from gpu_cost_pipeline.store.cost_store import CostStore
 def gpu_usage(context: dg.AssetExecutionContext, store: CostStore, usage_source: UsageSource):
     """Observe the cluster over the window and store node and pod minutes (one transaction)."""
     window = context.partition_time_window
-    settings = usage_source.settings()
-    totals = UsageTotals()
-    with store.write_window(settings.cluster, window.start, window.end) as writer:
-        for start, end in window_chunks(window.start, window.end, usage_source.chunk_minutes):
-            usage = derive_observed_usage(usage_source.observe(start, end), start, end, settings)
-            writer.replace("gpu_node_usage", usage.nodes)
-            writer.replace("gpu_pod_usage", usage.pods)
-            writer.upsert_pods(pod_attributes(usage.pods))
-            totals.add(usage)
+    totals = write_usage(store, usage_source, window.start, window.end)
     log_issues(context.log, totals.issues)
     keys = context.partition_keys
     add_partition_metadata(
@@ -52,3 +46,20 @@ def gpu_usage(context: dg.AssetExecutionContext, store: CostStore, usage_source:
     problems = totals.problem_counts()
     yield dg.MaterializeResult(asset_key="gpu_node_usage", metadata=problems["gpu_node_usage"])
     yield dg.MaterializeResult(asset_key="gpu_pod_usage", metadata=problems["gpu_pod_usage"])
+
+
+def write_usage(
+    store: CostStore, usage_source: UsageSource, window_start: datetime, window_end: datetime
+) -> UsageTotals:
+    """Observe the cluster over [window_start, window_end) and replace the window's node and pod
+    minutes, in one transaction."""
+    settings = usage_source.settings()
+    totals = UsageTotals()
+    with store.write_window(settings.cluster, window_start, window_end) as writer:
+        for start, end in window_chunks(window_start, window_end, usage_source.chunk_minutes):
+            usage = derive_observed_usage(usage_source.observe(start, end), start, end, settings)
+            writer.replace("gpu_node_usage", usage.nodes)
+            writer.replace("gpu_pod_usage", usage.pods)
+            writer.upsert_pods(pod_attributes(usage.pods))
+            totals.add(usage)
+    return totals

@@ -18,6 +18,7 @@ from gpu_cost_pipeline.defs.budgets.assets import budget_status
 from gpu_cost_pipeline.defs.budgets.enforcement import budget_enforcement, enforce_budget
 from gpu_cost_pipeline.defs.budgets.jobs import (
     budget_status_after_costs,
+    budget_status_after_history,
     budget_status_job,
     cost_attributions_every_5_minutes,
     cost_attributions_job,
@@ -59,7 +60,12 @@ defs = dg.Definitions.merge(
             enforce_budget,
         ],
         schedules=[cost_attributions_every_5_minutes],
-        sensors=[budget_status_after_costs, budget_alerts, budget_enforcement],
+        sensors=[
+            budget_status_after_costs,
+            budget_status_after_history,
+            budget_alerts,
+            budget_enforcement,
+        ],
     ),
 )
 

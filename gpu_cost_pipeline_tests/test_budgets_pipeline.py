@@ -326,17 +326,29 @@ def test_a_pod_past_its_cost_limit_alerts_once_with_an_event(scenario, database_
     assert event["involvedObject"]["uid"] == "pod-vision"
 
 
-def test_budget_status_follows_each_gpu_cost_materialization(tmp_path: Path):
-    """The asset sensor requests one budget_status refresh per new gpu_cost materialization."""
+@pytest.mark.parametrize(
+    ("asset", "partitions"),
+    [
+        ("gpu_cost", ("2026-11-20-10:00", "2026-11-20-10:01")),
+        ("gpu_cost_history", ("2026-11-20", "2026-11-21")),
+    ],
+)
+def test_budget_status_follows_each_cost_materialization(
+    tmp_path: Path, asset: str, partitions: tuple[str, str]
+):
+    """A sensor requests one budget_status refresh per new materialization of the live minutes
+    and of the history days."""
     instance = dg.DagsterInstance.local_temp(str(tmp_path))
     try:
-        sensor = jobs.budget_status_after_costs
+        sensor = next(
+            s
+            for s in (jobs.budget_status_after_costs, jobs.budget_status_after_history)
+            if s.asset_key == dg.AssetKey(asset)
+        )
         cursor = None
         requests = []
-        for minute in ("2026-11-20-10:00", "2026-11-20-10:01"):
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization("gpu_cost", partition=minute)
-            )
+        for partition in partitions:
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
             context = dg.build_sensor_context(instance=instance, cursor=cursor)
             data = sensor.evaluate_tick(context)
             cursor = data.cursor

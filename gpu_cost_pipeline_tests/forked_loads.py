@@ -63,10 +63,9 @@ def _prepared_home(folder: str) -> str:
 def run_all(args: list[str], envs: list[dict[str, str]], parallel: int) -> list[dict]:
     results: list[dict | None] = [None] * len(envs)
     running: dict[int, tuple[int, str]] = {}  # pid → (index, output file)
-    pending = list(enumerate(envs))
     with tempfile.TemporaryDirectory() as folder:
         home = _prepared_home(folder)
-        pending = [(index, {"DAGSTER_HOME": home, **env}) for index, env in pending]
+        pending = [(index, {"DAGSTER_HOME": home, **env}) for index, env in enumerate(envs)]
         while pending or running:
             while pending and len(running) < parallel:
                 index, env = pending.pop(0)

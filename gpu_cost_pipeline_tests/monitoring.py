@@ -28,6 +28,7 @@ from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.store.cost_store import CostStore
 from gpu_cost_pipeline_tests.postgres_servers import free_port
 from gpu_cost_pipeline_tests.prometheus_scraper import Prometheus, prometheus_scraping
+from gpu_cost_pipeline_tests.prometheus_server import stop_process
 
 CLUSTER = "monitored"
 MINUTES = 120
@@ -111,7 +112,7 @@ def exporter_serving(env: Mapping[str, str]) -> Iterator[subprocess.Popen]:
         assert line.startswith("Serving GPU cost metrics"), line + process.stdout.read()[-2000:]
         yield process
     finally:
-        stop(process)
+        stop_process(process)
 
 
 @contextmanager
@@ -125,15 +126,6 @@ def monitored_store(database_url: str) -> Iterator[Monitored]:
     ):
         prometheus.wait_for_scrapes("gpu-cost-exporter")
         yield Monitored(database_url, address, prometheus, first, last)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def wait_until(condition, timeout: float = 30, interval: float = 0.5):

@@ -130,6 +130,16 @@ def import_openmetrics(files: Iterable[Path], tsdb: Path) -> None:
             raise RuntimeError(f"promtool could not import {path}: {done.stderr[-2000:]}")
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Terminate a server process, and kill it if it has not exited after ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class PrometheusServer:
     """``prometheus`` on 127.0.0.1 over ``tsdb`` (after importing ``files``), stopped on exit.
 
@@ -216,12 +226,7 @@ class PrometheusServer:
 
     def _stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop()

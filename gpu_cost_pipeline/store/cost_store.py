@@ -451,17 +451,25 @@ class WindowWriter:
         transaction: gpu_cost_hourly (per node and attribution; on TimescaleDB a continuous
         aggregate, refreshed for those hours right after the window commits, since its policy
         alone would miss backfills older than 3 days) and gpu_pod_cost_hourly (per pod, what
-        budgets and pod cost limits read). One scan of the minute rows groups them per pod,
-        node and hour; both rollups are sums of that. Returns gpu_cost_hourly rows written."""
+        budgets and pod cost limits read). One statement: a single scan of the minute rows
+        grouped per pod, node and hour, of which both rollups are sums (no temporary table, so
+        the every-minute path does no DDL). Returns gpu_cost_hourly rows written."""
         hour_start = self.start.replace(minute=0, second=0, microsecond=0)
         hour_end = self.end.replace(minute=0, second=0, microsecond=0)
         if hour_end < self.end:
             hour_end += timedelta(hours=1)
         params = {"cluster": self.cluster, "start": hour_start, "end": hour_end}
-        self.conn.execute("DROP TABLE IF EXISTS pg_temp.window_pod_hours")
-        self.conn.execute(
-            f"""
-            CREATE TEMPORARY TABLE window_pod_hours ON COMMIT DROP AS
+        plain = self.mode != MODE_TIMESCALE  # on TimescaleDB gpu_cost_hourly is an aggregate
+        rewritten = ["gpu_pod_cost_hourly", "gpu_cost_hourly"] if plain else ["gpu_pod_cost_hourly"]
+        for table in rewritten:
+            self.conn.execute(
+                sql.SQL(
+                    "DELETE FROM {} WHERE cluster = %(cluster)s AND hour >= %(start)s"
+                    " AND hour < %(end)s"
+                ).format(sql.Identifier(table)),
+                params,
+            )
+        pod_hours = f"""
             SELECT date_trunc('hour', minute) AS hour, pod_uid, {_ROLLUP_KEYS}, node,
                    price_source, sum(gpu_share * seconds) / 3600.0 AS gpu_hours,
                    sum(cost_usd) AS cost_usd, sum(on_demand_cost_usd) AS on_demand_cost_usd,
@@ -475,22 +483,28 @@ class WindowWriter:
                        AS unused_cost_usd
             FROM gpu_cost
             WHERE cluster = %(cluster)s AND minute >= %(start)s AND minute < %(end)s
-            GROUP BY 1, pod_uid, {_ROLLUP_KEYS}, node, price_source
-            """,
-            params,
-        )
-        self._rewrite_hours(
-            "gpu_pod_cost_hourly",
-            f"""
+            GROUP BY 1, pod_uid, {_ROLLUP_KEYS}, node, price_source"""
+        per_pod = f"""
             INSERT INTO gpu_pod_cost_hourly (hour, cluster, pod_uid, {_ROLLUP_KEYS}, gpu_hours,
                 cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes, {_USE_COLUMNS},
                 node)
             SELECT hour, %(cluster)s, pod_uid, {_ROLLUP_KEYS}, {_ROLLUP_SUMS}, {_USE_SUMS},
                    min(node)
-            FROM window_pod_hours GROUP BY hour, pod_uid, {_ROLLUP_KEYS}
-            """,
-            params,
+            FROM pod_hours GROUP BY hour, pod_uid, {_ROLLUP_KEYS}"""
+        per_node = f"""
+            INSERT INTO gpu_cost_hourly (hour, cluster, {_ROLLUP_KEYS}, price_source, node,
+                gpu_hours, cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes,
+                {_USE_COLUMNS})
+            SELECT hour, %(cluster)s, {_ROLLUP_KEYS}, price_source, node, {_ROLLUP_SUMS},
+                   {_USE_SUMS}
+            FROM pod_hours GROUP BY hour, {_ROLLUP_KEYS}, price_source, node"""
+        # A data-modifying WITH runs once and to completion whether or not it is referenced.
+        statement = (
+            f"WITH pod_hours AS MATERIALIZED ({pod_hours}), per_pod AS ({per_pod}) {per_node}"
+            if plain
+            else f"WITH pod_hours AS ({pod_hours}) {per_pod}"
         )
+        written = self.conn.execute(statement, params).rowcount  # type: ignore[arg-type]
         # Budgets cache closed hours of the per-pod rollup: say which were just rewritten.
         self.conn.execute(
             "INSERT INTO pod_hourly_changes (cluster, hour) SELECT %(cluster)s,"
@@ -499,28 +513,7 @@ class WindowWriter:
             " ON CONFLICT (cluster, hour) DO UPDATE SET changed_at = clock_timestamp()",
             params,
         )
-        if self.mode == MODE_TIMESCALE:
-            self.aggregate_refresh = (hour_start, hour_end)
-            return 0
-        return self._rewrite_hours(
-            "gpu_cost_hourly",
-            f"""
-            INSERT INTO gpu_cost_hourly (hour, cluster, {_ROLLUP_KEYS}, price_source, node,
-                gpu_hours, cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes,
-                {_USE_COLUMNS})
-            SELECT hour, %(cluster)s, {_ROLLUP_KEYS}, price_source, node, {_ROLLUP_SUMS},
-                   {_USE_SUMS}
-            FROM window_pod_hours GROUP BY hour, {_ROLLUP_KEYS}, price_source, node
-            """,
-            params,
-        )
-
-    def _rewrite_hours(self, table: str, insert: str, params: dict) -> int:
-        self.conn.execute(
-            sql.SQL(
-                "DELETE FROM {} WHERE cluster = %(cluster)s AND hour >= %(start)s"
-                " AND hour < %(end)s"
-            ).format(sql.Identifier(table)),
-            params,
-        )
-        return self.conn.execute(insert, params).rowcount  # type: ignore[arg-type]
+        if plain:
+            return written
+        self.aggregate_refresh = (hour_start, hour_end)
+        return 0

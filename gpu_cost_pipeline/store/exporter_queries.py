@@ -11,6 +11,7 @@ connection, each answered from an index or a rollup, whatever the history's leng
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -126,9 +127,7 @@ def budget_percentages(conn: psycopg.Connection, cluster: str) -> dict[str, floa
         " AND current_spend IS NOT NULL",
         (cluster,),
     ).fetchall()
-    namespaces_by_name: dict[str, int] = {}
-    for _, name, _ in rows:
-        namespaces_by_name[name] = namespaces_by_name.get(name, 0) + 1
+    namespaces_by_name = Counter(name for _, name, _ in rows)
     return {
         (name if namespaces_by_name[name] == 1 else f"{namespace}/{name}"): float(percentage)
         for namespace, name, percentage in rows

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
-from gpu_cost_pipeline.store.cost_store import CostStore, StoreError, redact_url
+from gpu_cost_pipeline.store.cost_store import CostStore, StoreError, copy_frame, redact_url
 from gpu_cost_pipeline.store.schema import _migration_files, migrate
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -125,6 +126,28 @@ def test_a_failed_write_leaves_the_previous_window_intact(store: CostStore):
         writer.replace("gpu_node_usage", node_rows(T0, 5))
         writer.replace("gpu_node_usage", bad)
     assert count(store, "gpu_node_usage") == 10
+
+
+def test_copy_keeps_instants_whatever_the_session_time_zone(store: CostStore):
+    # Timestamps are COPYed as UTC wall time (fast to encode); a session in another zone must
+    # not shift them.
+    with store.connection() as conn, conn.transaction():
+        conn.execute("SET TIME ZONE 'America/New_York'")
+        copy_frame(conn, "gpu_node_usage", node_rows(T0, 2).assign(cluster="c1"))
+    frame = store.read_frame("SELECT minute FROM gpu_node_usage ORDER BY minute")
+    assert list(frame["minute"]) == [T0, T0 + timedelta(minutes=1)]
+
+
+def test_hours_are_utc_hours_whatever_the_server_time_zone(store: CostStore, database_url: str):
+    # A server in a half-hour zone would otherwise cut the hourly rollups at :30 UTC.
+    database = conninfo_to_dict(database_url)["dbname"]
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE \"{database}\" SET TimeZone = 'Asia/Kolkata'")
+    with store.connection() as conn:
+        row = conn.execute(
+            "SELECT date_trunc('hour', %s::timestamptz)", (T0 + timedelta(minutes=15),)
+        ).fetchone()
+    assert row and row[0] == T0
 
 
 def test_read_frame_keeps_types_including_empty_results(store: CostStore):

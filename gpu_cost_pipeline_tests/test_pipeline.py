@@ -6,13 +6,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from gpu_cost_pipeline.defs.costs.assets import gpu_cost
+from gpu_cost_pipeline.defs.costs.assets import gpu_cost, write_costs
+from gpu_cost_pipeline.defs.history.assets import gpu_cost_history
 from gpu_cost_pipeline.defs.jobs import gpu_cost_every_minute, gpu_cost_job
 from gpu_cost_pipeline.defs.partitions import minute_partitions
 from gpu_cost_pipeline.defs.pricing.assets import gpu_prices
@@ -361,3 +363,24 @@ def test_an_override_starting_inside_a_range_run_applies_from_its_minute(
     ]
     overridden = rows[rows["after"]].iloc[0]
     assert overridden["low"] == overridden["high"] == 1.11
+
+
+def test_a_history_day_costs_its_usage_exactly_as_reading_it_back_would(database_url: str):
+    """gpu_cost_history hands each chunk's usage minutes straight to costing; the minute path
+    reads them back from the store. Re-costing the stored day by reading back must leave every
+    cost row and rollup as the history run wrote them."""
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    # Chunks of 5 hours: a day is 5 chunks, the last one short, as the hand-over must handle.
+    res = resources(database_url, simulated_gpu_pods=12, chunk_minutes=300)
+    assert dg.materialize([gpu_cost_history], partition_key="2026-11-20", resources=res).success
+    store: CostStore = res["store"]
+    cost_query = (
+        "SELECT * FROM gpu_cost WHERE cluster = 'test' ORDER BY minute, pod_uid, node, is_idle"
+    )
+    rollup_query = "SELECT * FROM gpu_pod_cost_hourly ORDER BY hour, pod_uid"
+    handed_over = store.read_frame(cost_query)
+    handed_over_rollup = store.read_frame(rollup_query)
+    assert len(handed_over) > 12 * 1440 * 0.5 and handed_over["cost_usd"].sum() > 0
+    write_costs(store, "test", 300, day, day + timedelta(days=1))  # reads the usage back
+    pd.testing.assert_frame_equal(store.read_frame(cost_query), handed_over)
+    pd.testing.assert_frame_equal(store.read_frame(rollup_query), handed_over_rollup)

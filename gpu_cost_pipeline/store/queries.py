@@ -52,12 +52,19 @@ def price_points(
     )
 
 
+# Node and pod minutes of a window's chunks as just stored, by chunk start: handed from
+# write_usage to write_costs within one run instead of read back (gpu_cost_history).
+StoredUsage = dict[datetime, tuple[pd.DataFrame, pd.DataFrame]]
+# What costing reads of the stored pod minutes.
+POD_MINUTE_COLUMNS = ["minute", "pod_uid", "node", "gpu_share", "seconds", "gpu_utilization"]
+
+
 def pod_minutes(
     conn: psycopg.Connection, cluster: str, start: datetime, end: datetime
 ) -> pd.DataFrame:
     return read_frame(
         conn,
-        "SELECT minute, pod_uid, node, gpu_share, seconds, gpu_utilization FROM gpu_pod_usage"
+        f"SELECT {', '.join(POD_MINUTE_COLUMNS)} FROM gpu_pod_usage"
         " WHERE cluster = %s AND minute >= %s AND minute < %s",
         (cluster, start, end),
     )

@@ -13,6 +13,7 @@ from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.settings import PARTITION_FORMAT
 from gpu_cost_pipeline.store import queries
 from gpu_cost_pipeline.store.cost_store import CostStore
+from gpu_cost_pipeline.store.queries import StoredUsage
 
 
 @dg.asset(
@@ -43,20 +44,29 @@ def gpu_cost(
 
 
 def write_costs(
-    store: CostStore, cluster: str, chunk_minutes: int, window_start: datetime, window_end: datetime
+    store: CostStore,
+    cluster: str,
+    chunk_minutes: int,
+    window_start: datetime,
+    window_end: datetime,
+    stored_usage: StoredUsage | None = None,
 ) -> tuple[CostTotals, int]:
     """Cost the window's stored usage at its stored prices and replace its cost rows, the hourly
     rollup of the hours it touches and the pods' hourly sums, in one transaction. Returns the
-    window's totals and check findings, and the rollup rows rewritten."""
+    window's totals and check findings, and the rollup rows rewritten. ``stored_usage``: the
+    usage minutes write_usage just stored in this run (same chunks), used instead of reading
+    them back; attribution is still read from the store (it follows the latest sighting)."""
     totals = CostTotals()
     with store.write_window(cluster, window_start, window_end) as writer:
         conn = writer.conn
         for start, end in window_chunks(window_start, window_end, chunk_minutes):
-            nodes = queries.node_minutes(conn, cluster, start, end)
+            if stored_usage is None:
+                nodes = queries.node_minutes(conn, cluster, start, end)
+                pod_minutes = queries.pod_minutes(conn, cluster, start, end)
+            else:
+                nodes, pod_minutes = stored_usage.pop(start)  # frees each chunk once costed
             pods = attach_attributes(
-                queries.pod_minutes(conn, cluster, start, end),
-                queries.pods_seen(conn, cluster, start, end),
-                nodes,
+                pod_minutes, queries.pods_seen(conn, cluster, start, end), nodes
             )
             prices = queries.price_points(conn, cluster, start, end)
             costs = cost_rows(pods, nodes, prices)

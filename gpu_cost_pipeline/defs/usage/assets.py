@@ -10,7 +10,9 @@ from gpu_cost_pipeline.defs.partitions import minute_backfill_policy, minute_par
 from gpu_cost_pipeline.defs.reporting import UsageTotals, add_partition_metadata, log_issues
 from gpu_cost_pipeline.defs.usage.source import UsageSource
 from gpu_cost_pipeline.settings import PARTITION_FORMAT
+from gpu_cost_pipeline.store import queries
 from gpu_cost_pipeline.store.cost_store import CostStore
+from gpu_cost_pipeline.store.queries import StoredUsage
 
 
 @dg.multi_asset(
@@ -49,10 +51,15 @@ def gpu_usage(context: dg.AssetExecutionContext, store: CostStore, usage_source:
 
 
 def write_usage(
-    store: CostStore, usage_source: UsageSource, window_start: datetime, window_end: datetime
+    store: CostStore,
+    usage_source: UsageSource,
+    window_start: datetime,
+    window_end: datetime,
+    keep_for_costing: StoredUsage | None = None,
 ) -> UsageTotals:
     """Observe the cluster over [window_start, window_end) and replace the window's node and pod
-    minutes, in one transaction."""
+    minutes, in one transaction. With ``keep_for_costing``, each chunk's stored minutes are also
+    kept there for ``write_costs`` in the same run, which then need not read them back."""
     settings = usage_source.settings()
     totals = UsageTotals()
     with store.write_window(settings.cluster, window_start, window_end) as writer:
@@ -62,4 +69,6 @@ def write_usage(
             writer.replace("gpu_pod_usage", usage.pods)
             writer.upsert_pods(pod_attributes(usage.pods))
             totals.add(usage)
+            if keep_for_costing is not None:
+                keep_for_costing[start] = (usage.nodes, usage.pods[queries.POD_MINUTE_COLUMNS])
     return totals

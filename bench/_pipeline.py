@@ -73,18 +73,20 @@ def prepare_store() -> float:
     return watch.seconds
 
 
-def _job() -> dg.JobDefinition:
+def _job(name: str) -> dg.JobDefinition:
     from gpu_cost_pipeline.definitions import defs
 
-    return defs.resolve_job_def("gpu_cost_job")
+    return defs.resolve_job_def(name)
 
 
 def run_job(
-    partition_key: str | None = None, key_range: tuple[str, str] | None = None
+    partition_key: str | None = None,
+    key_range: tuple[str, str] | None = None,
+    job_name: str = "gpu_cost_job",
 ) -> RunFigures:
-    """One run of gpu_cost_job for one partition or one partition range (what the backfill
-    policy launches), in a fresh ephemeral instance; raises if the run fails."""
-    job = _job()
+    """One run of a job (gpu_cost_job by default) for one partition or one partition range
+    (what the backfill policy launches), in a fresh ephemeral instance; raises if it fails."""
+    job = _job(job_name)
     tags = (
         {ASSET_PARTITION_RANGE_START_TAG: key_range[0], ASSET_PARTITION_RANGE_END_TAG: key_range[1]}
         if key_range

@@ -2,9 +2,10 @@
 
 The history (kube-state-metrics and DCGM exporter series of the simulated cluster, scraped every
 60 s) is written as OpenMetrics, imported with promtool and served by Debian's Prometheus on
-127.0.0.1, all before the timer. Then gpu_cost_job runs with GPU_COST_SOURCE=prometheus over the
-7 days as the backfill policy launches it (one range run per day), in process, against a fresh
-embedded PostgreSQL. ``--days`` and ``--pods`` change the size.
+127.0.0.1, all before the timer. Then the days are backfilled with GPU_COST_SOURCE=prometheus
+as `gpu-autoscaler materialize --from --to` and a UI backfill of days launch them: one
+gpu_cost_history run per day, in process, against a fresh embedded PostgreSQL. ``--days`` and
+``--pods`` change the size.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench._common import (
 )
 from bench._pipeline import configure, prepare_store, run_job
 from gpu_cost_pipeline.core.simulation import SimulatedCluster
-from gpu_cost_pipeline.settings import PARTITION_FORMAT, first_of_previous_month
+from gpu_cost_pipeline.settings import first_of_previous_month
 from gpu_cost_pipeline_tests.prometheus_server import (
     OpenMetricsWriter,
     PrometheusServer,
@@ -68,12 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         with Stopwatch() as backfill:
             for day in range(args.days):
                 first = start + timedelta(days=day)
-                last = first + timedelta(days=1) - timedelta(minutes=1)
-                keys = (first.strftime(PARTITION_FORMAT), last.strftime(PARTITION_FORMAT))
-                runs.append(run_job(key_range=keys))
+                runs.append(run_job(f"{first:%Y-%m-%d}", job_name="gpu_cost_history_job"))
                 progress(f"day {day + 1}/{args.days}: {runs[-1].seconds:.1f} s")
     minutes = args.days * 1440
-    cost_rows = sum(run.rows.get("gpu_cost", 0) for run in runs)
+    cost_rows = sum(run.rows.get("gpu_cost_history", 0) for run in runs)
     shape = f"{args.days} days × {args.pods} pods, scraped every {SCRAPE_S} s"
     report(
         "prometheus_backfill_minutes_per_s",
@@ -82,12 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         [shape, f"{backfill.seconds:.0f} s for {minutes} minute partitions"],
     )
     report("prometheus_backfill_wall_s", backfill.seconds, "s", [f"{len(runs)} day-runs"])
-    usage = sum(r.steps.get("gpu_usage", None).compute_s for r in runs if "gpu_usage" in r.steps)
+    compute = sum(step.compute_s for run in runs for step in run.steps.values())
     report(
-        "prometheus_backfill_usage_step_s",
-        usage,
+        "prometheus_backfill_compute_s",
+        compute,
         "s",
-        ["Prometheus queries + rebuilding objects + usage rows, all days"],
+        ["inside the asset: Prometheus queries, usage, prices, costs, rollups; all days"],
     )
     report("prometheus_backfill_cost_rows", cost_rows, "rows")
     report("prometheus_backfill_peak_rss_mb", peak_rss_mb(), "MB", ["this process"])

@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from gpu_cost_pipeline.core.costing import cost_rows
-from gpu_cost_pipeline.core.kube_metrics import MissingSeriesError
+from gpu_cost_pipeline.core.kube_metrics import MissingSeriesError, observe_from_metrics
 from gpu_cost_pipeline.core.simulation import SimulatedCluster
 from gpu_cost_pipeline.core.window_usage import derive_observed_usage
 from gpu_cost_pipeline.defs.usage.source import UsageSource
@@ -36,6 +36,7 @@ from gpu_cost_pipeline.integrations.prometheus import (
     PrometheusError,
     PrometheusResource,
     _QueryTooLarge,
+    last_seen_step_s,
 )
 from gpu_cost_pipeline.store import queries
 from gpu_cost_pipeline.store.cost_store import CostStore
@@ -264,6 +265,38 @@ def test_a_window_prometheus_has_no_data_for_is_a_clear_error(history: History):
     message = str(raised.value)
     assert "kube_node_info" in message and "retention" in message
     assert history.prometheus.url in message
+
+
+def test_with_a_60_s_scrape_last_sightings_are_found_at_a_60_s_step(tmp_path: Path):
+    """The last-sighting subquery steps at the scrape interval (cheaper than 15 s) and still
+    ends every pod deleted while running at the first scrape that no longer saw it. (Blocks
+    imported by promtool carry no staleness markers, so what a too coarse step would lose in a
+    live Prometheus cannot show here: the step itself is asserted.)"""
+    start, end = START, START + timedelta(hours=1)
+    # History goes on past the window, as it does in a real Prometheus.
+    server, fates = history_server(
+        tmp_path,
+        SimulatedCluster(gpu_pods=10, seed=5),
+        start,
+        end + timedelta(minutes=10),
+        scrape_s=60,
+    )
+    with server:
+        metrics = PrometheusResource(url=server.url).read_window(start, end)
+    assert last_seen_step_s(metrics.samples_per_series, metrics.covered_seconds) == 60
+    observed = observe_from_metrics(metrics, start, end)
+    ends = {
+        pod["metadata"]["uid"]: int(e)
+        for pod, e in zip(observed.pods, observed.pod_end_s, strict=True)
+    }
+    end_s = int(end.timestamp())
+    expected = {
+        uid: min(fate.end_s if fate.completed else math.ceil(fate.end_s / 60) * 60, end_s)
+        for uid, (_, fate) in fates.items()
+        if uid in ends
+    }
+    assert ends == expected
+    assert any(not fate.completed and fate.end_s < end_s for _, fate in fates.values())
 
 
 def test_queries_prometheus_refuses_as_too_large_are_split(history: History, tmp_path: Path):

@@ -28,7 +28,11 @@ import pandas as pd
 import requests
 from pydantic import Field
 
-from gpu_cost_pipeline.core.kube_metrics import MetricsWindow, MissingSeriesError
+from gpu_cost_pipeline.core.kube_metrics import (
+    MetricsWindow,
+    MissingSeriesError,
+    scrape_interval,
+)
 
 __all__ = ["MissingSeriesError", "PrometheusError", "PrometheusResource"]
 
@@ -39,6 +43,7 @@ EVALUATION_OFFSET = timedelta(milliseconds=1)  # evaluate at end - 1 ms: the win
 # Window questions also look a minute past the window's end: a pod that started in the last
 # scrape interval is first seen Running after it, and a pod seen after the end ran through it.
 LOOKAHEAD = timedelta(minutes=1)
+MIN_LAST_SEEN_STEP_S, MAX_LAST_SEEN_STEP_S = 15, 60  # see last_seen_step_s
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
 _TOO_LARGE = ("too many samples", "exceeded maximum resolution", "maximum number of samples")
 
@@ -278,13 +283,22 @@ class PrometheusResource(dg.ConfigurableResource):
                     [requests_frame, init.assign(init="true")], ignore_index=True
                 )
             running = self._running_gpu_pods(window, gpu_uids)
+            samples_per_series = window(
+                f"count_over_time(kube_pod_container_resource_requests{gpu}[__RANGE__])", "sum"
+            )
+            step_s = last_seen_step_s(samples_per_series, (reach - start).total_seconds())
             metrics = MetricsWindow(
                 gpu_requests=requests_frame,
                 running=running,
                 pod_start=of_gpu_pods("kube_pod_start_time"),
                 pod_completion=of_gpu_pods("kube_pod_completion_time"),
                 pod_last_seen=self._last_seen(
-                    f"kube_pod_container_resource_requests{gpu}", "uid", start, reach, session
+                    f"kube_pod_container_resource_requests{gpu}",
+                    "uid",
+                    start,
+                    reach,
+                    step_s,
+                    session,
                 ),
                 pod_labels=of_gpu_pods("kube_pod_labels"),
                 pod_annotations=of_gpu_pods("kube_pod_annotations"),
@@ -296,11 +310,9 @@ class PrometheusResource(dg.ConfigurableResource):
                 node_info=node_info,
                 node_created=window(f"max_over_time(kube_node_created{every}[__RANGE__])"),
                 node_last_seen=self._last_seen(
-                    f"kube_node_info{every}", "node", start, reach, session
+                    f"kube_node_info{every}", "node", start, reach, step_s, session
                 ),
-                samples_per_series=window(
-                    f"count_over_time(kube_pod_container_resource_requests{gpu}[__RANGE__])", "sum"
-                ),
+                samples_per_series=samples_per_series,
                 pod_utilization=self._utilization(
                     "namespace, pod, exported_namespace, exported_pod", start, end, session
                 ),
@@ -317,12 +329,18 @@ class PrometheusResource(dg.ConfigurableResource):
         )
 
     def _last_seen(
-        self, selector: str, key: str, start: datetime, end: datetime, session: requests.Session
+        self,
+        selector: str,
+        key: str,
+        start: datetime,
+        end: datetime,
+        step_s: int,
+        session: requests.Session,
     ) -> pd.DataFrame:
         """Per series, the time of its last sample in the window: ``timestamp()`` of a plain
         selector is the sample's own time. A subquery finds series that vanished early; an
         instant query the latest sample of those still there (finer than any subquery step)."""
-        template = f"max by ({key}) (max_over_time(timestamp({selector})[__RANGE__:15s]))"
+        template = f"max by ({key}) (max_over_time(timestamp({selector})[__RANGE__:{step_s}s]))"
         earlier = self.over_window(template, start, end, "max", session)
         latest = self.instant(
             f"max by ({key}) (timestamp({selector}))", end - EVALUATION_OFFSET, session
@@ -363,6 +381,18 @@ class PrometheusResource(dg.ConfigurableResource):
                 f"kube_pod_start_time between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} "
                 "UTC: kube-state-metrics must export the pods resource's default metrics"
             )
+
+
+def last_seen_step_s(samples_per_series: pd.DataFrame, window_seconds: float) -> int:
+    """The subquery step that finds each series' last sample: the scrape interval, 15–60 s.
+
+    The subquery costs Prometheus one evaluation per series per step (a 15 s step was half of a
+    Prometheus backfill's time). A step of one scrape interval still lands a point after each
+    series' last sample and before the staleness marker of the next scrape, so the time found
+    is the sample's own; the pipeline's lifetimes are only that precise anyway (a pod ends at
+    the first scrape that no longer saw it)."""
+    interval = scrape_interval(samples_per_series, window_seconds)
+    return int(min(max(interval, MIN_LAST_SEEN_STEP_S), MAX_LAST_SEEN_STEP_S))
 
 
 class _QueryTooLarge(Exception):

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import requests
 from pydantic import Field
@@ -235,13 +236,22 @@ class PrometheusResource(dg.ConfigurableResource):
             "end": f"{piece_end.timestamp():.3f}",
             "step": "60",
         }
-        rows = []
-        for item in self._api("query_range", params, session).get("result", []):
-            labels = item.get("metric", {})
-            for stamp, value in item.get("values", []):
-                minute_s = int(float(stamp) + EVALUATION_OFFSET.total_seconds()) - 60
-                rows.append({**labels, "minute_s": minute_s, "value": float(value)})
-        return pd.DataFrame(rows)
+        series = [
+            item
+            for item in self._api("query_range", params, session).get("result", [])
+            if item.get("values")
+        ]
+        if not series:
+            return pd.DataFrame()
+        # One array per series (NumPy parses the value strings), labels repeated per point:
+        # a day of per-pod utilization is millions of points.
+        points = np.concatenate([np.asarray(item["values"], dtype=np.float64) for item in series])
+        counts = [len(item["values"]) for item in series]
+        labels = pd.DataFrame([item.get("metric", {}) for item in series])
+        frame = labels.loc[labels.index.repeat(counts)].reset_index(drop=True)
+        frame["minute_s"] = (points[:, 0] + EVALUATION_OFFSET.total_seconds()).astype(np.int64) - 60
+        frame["value"] = points[:, 1]
+        return frame
 
     # -- the window --------------------------------------------------------------------------
 

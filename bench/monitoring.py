@@ -4,8 +4,9 @@ every Grafana SQL query of deploy/grafana/dashboards over 30 days of rollups for
 Setup (not timed): a fresh embedded PostgreSQL; the cost assets materialized through Dagster for
 one minute of a 10,000-pod cluster and for one hour of a 1,000-pod cluster; then each cluster's
 hourly rollup rows (gpu_cost_hourly and the dashboards' two) copied back over the 30 days before
-(the same groups every hour), so the queries scan 30 days of realistic rollups. The exporter serves over HTTP on 127.0.0.1 exactly
-as `gpu-autoscaler metrics` does (same registry, same server); scrapes are HTTP GETs.
+(the same groups every hour), so the queries scan 30 days of realistic rollups. The exporter
+serves over HTTP on 127.0.0.1 exactly as `gpu-autoscaler metrics` does (same registry, same
+server); scrapes are HTTP GETs.
 """
 
 from __future__ import annotations

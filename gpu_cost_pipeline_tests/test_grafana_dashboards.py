@@ -171,3 +171,56 @@ def test_every_promql_expression_is_evaluated_by_prometheus(monitored: Monitored
         expand_promql('count(gpu_autoscaler_budget_percentage{cluster="$cluster"} >= 100)', values)
     )
     assert float(over[0]["value"][1]) == 1
+
+
+# What each dashboard rollup is, as a filter on gpu_cost_hourly: the same query on
+# gpu_cost_hourly must give the same numbers (the rollups exist only to read fewer rows).
+ROLLUPS_AS_HOURLY = {
+    "FROM gpu_namespace_cost_hourly WHERE": "FROM gpu_cost_hourly WHERE",
+    "FROM gpu_experiment_cost_hourly WHERE": (
+        "FROM gpu_cost_hourly WHERE NOT is_idle AND experiment_id <> '' AND"
+    ),
+}
+
+
+def assert_same_rows(actual: list[tuple], expected: list[tuple], where: str) -> None:
+    """Equal rows in any order; floats equal up to the order they were summed in."""
+
+    def exact(row: tuple) -> tuple:
+        return tuple(str(cell) for cell in row if not isinstance(cell, float))
+
+    assert len(actual) == len(expected), where
+    for got, wanted in zip(sorted(actual, key=exact), sorted(expected, key=exact), strict=True):
+        assert exact(got) == exact(wanted), where
+        floats = [(a, b) for a, b in zip(got, wanted, strict=True) if isinstance(b, float)]
+        assert [a for a, _ in floats] == pytest.approx([b for _, b in floats]), where
+
+
+def test_the_dashboard_rollups_give_the_numbers_of_the_hourly_rollup(monitored: Monitored):
+    start, end = time_range(monitored)
+    compared = 0
+    for name, board in load_dashboards().items():
+        texts = [q.text for _, q in variable_queries(name, board) if q.kind == POSTGRES_TYPE]
+        texts += [q.text for q in panel_queries(name, board) if q.kind == POSTGRES_TYPE]
+        texts = [text for text in texts if any(key in text for key in ROLLUPS_AS_HOURLY)]
+        if not texts:
+            continue
+        values = resolve_variables(monitored, name, board)
+        for text in texts:
+            query = expand_sql(text, values, start, end)
+            on_hourly = query
+            for rollup, hourly in ROLLUPS_AS_HOURLY.items():
+                on_hourly = on_hourly.replace(rollup, hourly)
+            _, rows = sql_rows(monitored.database_url, query)
+            _, expected = sql_rows(monitored.database_url, on_hourly)
+            assert rows, f"{name}: no rows from {query}"
+            assert_same_rows(rows, expected, f"{name}: {query}")
+            compared += 1
+    # Every SQL query but the alert history's (panels and variables) reads a dashboard rollup.
+    boards = load_dashboards().items()
+    every_sql = [
+        query
+        for query in all_queries() + [q for n, b in boards for _, q in variable_queries(n, b)]
+        if query.kind == POSTGRES_TYPE
+    ]
+    assert compared == len([q for q in every_sql if "alert_ledger" not in q.text]) > 20

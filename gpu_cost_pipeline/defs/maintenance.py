@@ -1,5 +1,6 @@
-"""Daily retention: old minute rows go, so plain PostgreSQL stays the size the retention says
-(TimescaleDB does this itself with retention policies, and the op is then a no-op)."""
+"""Daily retention: old minute and rollup rows go, so the store stays the size the retention
+says (on TimescaleDB, policies drop the hypertables' and the hourly aggregate's old chunks; the
+op deletes from the tables that are plain in both modes)."""
 
 import dagster as dg
 

@@ -178,6 +178,7 @@ class CostStore(dg.ConfigurableResource):
                     ("gpu_node_usage", "minute", self.retention_days),
                     ("gpu_cost", "minute", self.retention_days),
                     ("gpu_cost_hourly", "hour", self.rollup_retention_days),
+                    *((table, "hour", self.rollup_retention_days) for table in _DASHBOARD_ROLLUPS),
                     ("price_points", "effective_at", self.retention_days),
                     ("gpu_pods", "last_seen", self.retention_days),
                     ("gpu_pod_cost_totals", "last_minute", self.retention_days),
@@ -323,6 +324,13 @@ _ROLLUP_SUMS = (
 )
 _USE_COLUMNS = "measured_gpu_hours, used_gpu_hours, unused_cost_usd"
 _USE_SUMS = "sum(measured_gpu_hours), sum(used_gpu_hours), sum(unused_cost_usd)"
+# The dashboards' rollups (migration 060) and their keys: gpu_cost_hourly's without the node
+# and experiment (per namespace), and the experiments' pod cost without node, GPU and price.
+_DASHBOARD_ROLLUPS = ("gpu_namespace_cost_hourly", "gpu_experiment_cost_hourly")
+_NAMESPACE_KEYS = (
+    "namespace, team, project, cost_center, gpu_model, capacity_type, is_idle, price_source"
+)
+_EXPERIMENT_KEYS = "namespace, team, project, experiment_id"
 
 
 class WindowWriter:
@@ -480,10 +488,12 @@ class WindowWriter:
         """Recompute the hourly rollups for every hour the window touches, from gpu_cost in this
         transaction: gpu_cost_hourly (per node and attribution; on TimescaleDB a continuous
         aggregate, refreshed for those hours right after the window commits, since its policy
-        alone would miss backfills older than 3 days) and gpu_pod_cost_hourly (per pod, what
-        budgets and pod cost limits read). One statement: a single scan of the minute rows
-        grouped per pod, node and hour, of which both rollups are sums (no temporary table, so
-        the every-minute path does no DDL). Returns gpu_cost_hourly rows written."""
+        alone would miss backfills older than 3 days), gpu_pod_cost_hourly (per pod, what
+        budgets and pod cost limits read), and the dashboards' gpu_namespace_cost_hourly and
+        gpu_experiment_cost_hourly (plain tables in both modes). One statement: a single scan
+        of the minute rows grouped per pod, node and hour, of which every rollup is a sum (no
+        temporary table, so the every-minute path does no DDL; the dashboard rollups regroup
+        those few per-pod rows, never the minutes). Returns gpu_cost_hourly rows written."""
         hour_start = self.start.replace(minute=0, second=0, microsecond=0)
         hour_end = self.end.replace(minute=0, second=0, microsecond=0)
         if hour_end < self.end:
@@ -496,7 +506,9 @@ class WindowWriter:
         self.conn.execute("SET LOCAL work_mem = '64MB'")
         self.conn.execute("SET LOCAL enable_sort = off")
         plain = self.mode != MODE_TIMESCALE  # on TimescaleDB gpu_cost_hourly is an aggregate
-        rewritten = ["gpu_pod_cost_hourly", "gpu_cost_hourly"] if plain else ["gpu_pod_cost_hourly"]
+        rewritten = [*_DASHBOARD_ROLLUPS, "gpu_pod_cost_hourly"]
+        if plain:
+            rewritten.append("gpu_cost_hourly")
         for table in rewritten:
             self.conn.execute(
                 sql.SQL(
@@ -534,12 +546,22 @@ class WindowWriter:
             SELECT hour, %(cluster)s, {_ROLLUP_KEYS}, price_source, node, {_ROLLUP_SUMS},
                    {_USE_SUMS}
             FROM pod_hours GROUP BY hour, {_ROLLUP_KEYS}, price_source, node"""
-        # A data-modifying WITH runs once and to completion whether or not it is referenced.
-        statement = (
-            f"WITH pod_hours AS MATERIALIZED ({pod_hours}), per_pod AS ({per_pod}) {per_node}"
-            if plain
-            else f"WITH pod_hours AS ({pod_hours}) {per_pod}"
-        )
+        per_namespace = f"""
+            INSERT INTO gpu_namespace_cost_hourly (hour, cluster, {_NAMESPACE_KEYS}, gpu_hours,
+                cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes, {_USE_COLUMNS})
+            SELECT hour, %(cluster)s, {_NAMESPACE_KEYS}, {_ROLLUP_SUMS}, {_USE_SUMS}
+            FROM pod_hours GROUP BY hour, {_NAMESPACE_KEYS}"""
+        per_experiment = f"""
+            INSERT INTO gpu_experiment_cost_hourly (hour, cluster, {_EXPERIMENT_KEYS}, gpu_hours,
+                cost_usd, on_demand_cost_usd, exclusive_cost_usd, pod_minutes)
+            SELECT hour, %(cluster)s, {_EXPERIMENT_KEYS}, {_ROLLUP_SUMS}
+            FROM pod_hours WHERE NOT is_idle AND experiment_id <> ''
+            GROUP BY hour, {_EXPERIMENT_KEYS}"""
+        # A data-modifying WITH runs once and to completion whether or not it is referenced;
+        # the last insert is the statement itself (its row count is returned).
+        *first, last = [per_pod, per_namespace, per_experiment] + ([per_node] if plain else [])
+        inserts = ", ".join(f"insert_{n} AS ({insert})" for n, insert in enumerate(first))
+        statement = f"WITH pod_hours AS MATERIALIZED ({pod_hours}), {inserts} {last}"
         written = self.conn.execute(statement, params).rowcount  # type: ignore[arg-type]
         self.conn.execute("RESET work_mem; RESET enable_sort")
         # Budgets cache closed hours of the per-pod rollup: say which were just rewritten.

@@ -1,6 +1,8 @@
 """backfill_day: one day (1,440 minute partitions) of a 1,000-pod simulated cluster as ONE range
 run, what the multi_run(1440) backfill policy launches per run, against a fresh embedded
 PostgreSQL. The server start and migrations happen before the timer; the run is timed whole.
+Then the day before is written as one gpu_cost_history partition, the way whole days are
+backfilled (same rows, one materialization instead of 5,760).
 
 The day defaults to yesterday (UTC); ``--day YYYY-MM-DD`` picks another past day.
 """
@@ -69,6 +71,14 @@ def measure(day: date) -> tuple[float, RunFigures, float, int]:
     return setup_s, run, rss, count_cost_rows(start, end)
 
 
+def measure_history(day: date) -> tuple[RunFigures, int]:
+    """The day before, as one gpu_cost_history partition: how whole days are backfilled."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    progress(f"gpu_cost_history {day} for {PODS} pods")
+    run = run_job(f"{day:%Y-%m-%d}", job_name="gpu_cost_history_job")
+    return run, count_cost_rows(start, start + timedelta(days=1))
+
+
 def main(argv: list[str] | None = None) -> None:
     clean_environment()
     day = parse_day(argv)
@@ -78,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     with embedded_postgres_dir() as data_dir:
         configure(data_dir, PODS)
         setup_s, run, rss, cost_rows = measure(day)
+        history, history_rows = measure_history(day - timedelta(days=1))
     report(
         "backfill_day_wall_s",
         run.seconds,
@@ -103,6 +114,17 @@ def main(argv: list[str] | None = None) -> None:
     report_breakdown("backfill_day", run)
     report("backfill_day_setup_s", setup_s, "s", ["server start + migrations, before the timer"])
     report("backfill_day_checks_failed", len(run.failed_checks), "checks", run.failed_checks)
+    report(
+        "backfill_day_history_wall_s",
+        history.seconds,
+        "s",
+        [
+            f"{day - timedelta(days=1)} as one gpu_cost_history partition, {history_rows} cost"
+            f" rows, {sum(s.materializations for s in history.steps.values())} materialization",
+        ],
+        target=WALL_TARGET,
+    )
+    report("backfill_day_history_peak_rss_mb", peak_rss_mb(), "MB", ["both runs"], RSS_TARGET)
 
 
 if __name__ == "__main__":

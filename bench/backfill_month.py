@@ -100,6 +100,13 @@ def instance_home(folder: Path, server_url: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = {"storage": {"postgres": {"postgres_url": url}}}
     (folder / "dagster.yaml").write_text(yaml.safe_dump(config))
+    # Create the instance's tables once, before the workers: as in a deployment, where the
+    # webserver and daemon have done so; workers starting on an empty database race to create
+    # them (dagster-postgres retries, and a worker can still fail).
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(folder)):
+        pass
     return folder
 
 

@@ -72,7 +72,7 @@ def measure(day: date) -> tuple[float, RunFigures, float, int]:
 
 
 def measure_history(day: date) -> tuple[RunFigures, int]:
-    """The day before, as one gpu_cost_history partition: how whole days are backfilled."""
+    """``day`` as one gpu_cost_history partition: how whole days are backfilled."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     progress(f"gpu_cost_history {day} for {PODS} pods")
     run = run_job(f"{day:%Y-%m-%d}", job_name="gpu_cost_history_job")

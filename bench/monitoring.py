@@ -28,6 +28,7 @@ from bench._common import (
     report,
 )
 from gpu_cost_pipeline.settings import load_settings
+from gpu_cost_pipeline.store.cost_store import table_columns
 from gpu_cost_pipeline.store.embedded import embedded_database_url
 from gpu_cost_pipeline_tests.grafana_queries import (
     POSTGRES_TYPE,
@@ -56,14 +57,7 @@ def spread_rollups(url: str, cluster: str, hour: datetime) -> dict[str, int]:
     copied: dict[str, int] = {}
     with psycopg.connect(url, autocommit=True) as conn:
         for table in ROLLUPS:
-            columns = ", ".join(
-                name
-                for (name,) in conn.execute(
-                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
-                    " AND attnum > 0 AND NOT attisdropped AND attname <> 'hour' ORDER BY attnum",
-                    (table,),
-                )
-            )
+            columns = ", ".join(c for c in table_columns(conn, table) if c != "hour")
             cursor = conn.execute(
                 f"""
                 INSERT INTO {table} (hour, {columns})

@@ -8,13 +8,10 @@ psycopg ``COPY ... FROM STDIN`` (+ commit): the floor the write path is measured
 
 from __future__ import annotations
 
-import io
 from datetime import datetime, timedelta
 
 import pandas as pd
 import psycopg
-import pyarrow as pa
-import pyarrow.csv as pacsv
 from psycopg import sql
 
 from bench._common import (
@@ -29,7 +26,7 @@ from bench._common import (
     report,
 )
 from bench.derive import PODS, one_day_costs
-from gpu_cost_pipeline.store.cost_store import CostStore
+from gpu_cost_pipeline.store.cost_store import CostStore, copy_csv, table_columns
 from gpu_cost_pipeline.store.embedded import embedded_database_url
 
 TABLE = "gpu_cost"
@@ -48,16 +45,6 @@ def row_count(url: str) -> int:
         return int(row.fetchone()[0])  # type: ignore[index]
 
 
-def table_columns(url: str) -> list[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
-            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (TABLE,),
-        ).fetchall()
-    return [name for (name,) in rows]
-
-
 def time_write_window(
     store: CostStore, frame: pd.DataFrame, start: datetime, end: datetime
 ) -> float:
@@ -67,17 +54,15 @@ def time_write_window(
     return watch.seconds
 
 
-def encode_csv(frame: pd.DataFrame, columns: list[str]) -> tuple[bytes, float]:
+def encode_csv(frame: pd.DataFrame, columns: list[str]) -> tuple[memoryview, float]:
     """The frame as CSV in the table's column order (what copy_frame sends), and the seconds
     pyarrow took (for reference: the write path pays this inside its timing)."""
     with Stopwatch() as watch:
-        table = pa.Table.from_pandas(frame[columns], preserve_index=False)
-        buffer = io.BytesIO()
-        pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
-    return buffer.getvalue(), watch.seconds
+        payload = copy_csv(frame[columns])
+    return payload, watch.seconds
 
 
-def time_raw_copy(url: str, columns: list[str], payload: bytes) -> float:
+def time_raw_copy(url: str, columns: list[str], payload: memoryview) -> float:
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         sql.Identifier(TABLE), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
@@ -116,7 +101,8 @@ def main() -> None:
         progress("write_window again (rewrite: delete + copy)")
         rewrite_s = time_write_window(store, frame, start, end)
         expect_rows(url, rows, "the rewrite")
-        columns = [c for c in table_columns(url) if c in frame.columns]
+        with psycopg.connect(url) as conn:
+            columns = [c for c in table_columns(conn, TABLE) if c in frame.columns]
         payload, encode_s = encode_csv(frame.assign(cluster=BENCH_CLUSTER), columns)
         progress(f"raw COPY of the same {rows} rows ({len(payload) / 2**20:.0f} MiB of CSV)")
         raw_s = time_raw_copy(url, columns, payload)

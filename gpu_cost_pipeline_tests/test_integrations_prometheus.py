@@ -299,6 +299,13 @@ def test_with_a_60_s_scrape_last_sightings_are_found_at_a_60_s_step(tmp_path: Pa
     assert any(not fate.completed and fate.end_s < end_s for _, fate in fates.values())
 
 
+@pytest.mark.parametrize(("scrape_s", "step_s"), [(5, 15), (15, 15), (30, 30), (60, 60), (120, 60)])
+def test_the_last_sighting_step_is_the_scrape_interval_within_15_to_60_s(scrape_s, step_s):
+    window_s = 4 * 3600
+    samples = pd.DataFrame({"uid": ["a", "b"], "value": [window_s // scrape_s, 3]})
+    assert last_seen_step_s(samples, window_s) == step_s
+
+
 def test_queries_prometheus_refuses_as_too_large_are_split(history: History, tmp_path: Path):
     """A server with a tiny --query.max-samples refuses whole-window queries: the source
     splits them in time and gets the same answer."""

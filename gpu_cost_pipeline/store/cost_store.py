@@ -203,7 +203,8 @@ class CostStore(dg.ConfigurableResource):
         return deleted
 
 
-def _columns(conn: psycopg.Connection, table: str) -> list[str]:
+def table_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    """The table's column names, in order."""
     # pg_attribute through regclass also finds temporary tables (information_schema does not).
     rows = conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
@@ -215,37 +216,33 @@ def _columns(conn: psycopg.Connection, table: str) -> list[str]:
 
 def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> int:
     """COPY the frame's columns (those the table has) into ``table``; returns rows written."""
-    columns = [c for c in _columns(conn, table) if c in frame.columns]
+    columns = [c for c in table_columns(conn, table) if c in frame.columns]
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-    options = pacsv.WriteOptions(include_header=False)
     _use_utc_session(conn)
     # The queued writer sends batches from a thread, so encoding batch N+1 overlaps with the
     # server parsing batch N.
     with conn.cursor() as cursor, cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
         for offset in range(0, len(frame), COPY_BATCH_ROWS):
-            batch = _without_time_zones(
-                pa.Table.from_pandas(
-                    frame.iloc[offset : offset + COPY_BATCH_ROWS][columns], preserve_index=False
-                )
-            )
-            buffer = io.BytesIO()
-            pacsv.write_csv(batch, buffer, options)
-            copy.write(buffer.getbuffer())
+            copy.write(copy_csv(frame.iloc[offset : offset + COPY_BATCH_ROWS][columns]))
     return len(frame)
 
 
-def _without_time_zones(table: pa.Table) -> pa.Table:
-    """Zoned timestamps as the same instants without a zone (UTC wall time): Arrow writes zoned
+def copy_csv(frame: pd.DataFrame) -> memoryview:
+    """The frame as the CSV copy_frame sends (no header), for a session in UTC.
+
+    Zoned timestamps go as the same instants without a zone (UTC wall time): Arrow writes zoned
     timestamps to CSV ~20x slower (a zone conversion per value), most of a day's COPY encoding.
-    The session is in UTC (``_use_utc_session``), so the server reads them back as the same
-    instants."""
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
     for index, field in enumerate(table.schema):
         if pa.types.is_timestamp(field.type) and field.type.tz is not None:
             naive = table.column(index).cast(pa.timestamp(field.type.unit))
             table = table.set_column(index, field.name, naive)
-    return table
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
+    return buffer.getbuffer()
 
 
 _UTC_ZONES = {"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Zulu", "Universal"}
@@ -314,7 +311,8 @@ def window_days(start: datetime, end: datetime) -> list[str]:
     return days
 
 
-# The columns both hourly rollups keep, and the sums they share (window_pod_hours).
+# The columns gpu_cost_hourly and gpu_pod_cost_hourly both keep, and the sums every hourly
+# rollup takes of the per-pod hours (refresh_hourly_rollup).
 _ROLLUP_KEYS = (
     "namespace, team, project, experiment_id, cost_center, gpu_model, capacity_type, is_idle"
 )
@@ -463,7 +461,9 @@ class WindowWriter:
         )
         self.conn.execute("TRUNCATE gpu_pods_incoming")  # earlier chunks of this window
         copy_frame(self.conn, "gpu_pods_incoming", pods.assign(cluster=self.cluster))
-        columns = [c for c in _columns(self.conn, "gpu_pods") if c not in ("cluster", "pod_uid")]
+        columns = [
+            c for c in table_columns(self.conn, "gpu_pods") if c not in ("cluster", "pod_uid")
+        ]
         # Attribution follows the latest sighting: a backfill of older minutes must not
         # overwrite labels a newer window saw.
         updates = sql.SQL(", ").join(
@@ -502,9 +502,9 @@ class WindowWriter:
         # A day of 1,000 pods groups ~1.7M minute rows into ~60k pod-hours. The planner's
         # statistics predate the rows this transaction just wrote (it estimates 1 row), so it
         # picks sort-then-group, which spilled a 320 MB external sort (13.8 s for a day here);
-        # one in-memory hash aggregate of ~25 MB does it in a third of that.
-        self.conn.execute("SET LOCAL work_mem = '64MB'")
-        self.conn.execute("SET LOCAL enable_sort = off")
+        # one in-memory hash aggregate of ~25 MB does it in a third of that. (Until the window
+        # commits: nothing after this statement sorts.)
+        self.conn.execute("SET LOCAL work_mem = '64MB'; SET LOCAL enable_sort = off")
         plain = self.mode != MODE_TIMESCALE  # on TimescaleDB gpu_cost_hourly is an aggregate
         rewritten = [*_DASHBOARD_ROLLUPS, "gpu_pod_cost_hourly"]
         if plain:
@@ -563,7 +563,6 @@ class WindowWriter:
         inserts = ", ".join(f"insert_{n} AS ({insert})" for n, insert in enumerate(first))
         statement = f"WITH pod_hours AS MATERIALIZED ({pod_hours}), {inserts} {last}"
         written = self.conn.execute(statement, params).rowcount  # type: ignore[arg-type]
-        self.conn.execute("RESET work_mem; RESET enable_sort")
         # Budgets cache closed hours of the per-pod rollup: say which were just rewritten.
         self.conn.execute(
             "INSERT INTO pod_hourly_changes (cluster, hour) SELECT %(cluster)s,"

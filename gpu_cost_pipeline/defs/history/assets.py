@@ -44,7 +44,7 @@ def gpu_cost_history(
     prices: PriceCatalog,
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
-    # The day's usage minutes stay in memory for costing (~100 MB for 1,000 pods) rather than
+    # The day's usage minutes stay in memory for costing (~230 MB for 1,000 pods) rather than
     # being read back: each chunk is freed as it is costed.
     stored_usage: StoredUsage = {}
     usage = write_usage(store, usage_source, window.start, window.end, stored_usage)

@@ -4,6 +4,7 @@ first writes, overlapping rewrites, a rewrite with fewer pods, and retention."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -206,3 +207,92 @@ def test_retention_deletes_old_dashboard_rollup_rows(database_url: str):
         with store.connection() as conn:
             hours = conn.execute(f"SELECT DISTINCT hour FROM {table} ORDER BY 1").fetchall()
         assert [hour for (hour,) in hours] == [now - timedelta(days=45), now - timedelta(days=1)]
+
+
+def attribution(index: int, first: datetime, last: datetime, team: str) -> dict:
+    """A gpu_pods row of ``pod(index)``, seen from ``first`` to ``last``."""
+    row = {key: pod(index)[key] for key in ("pod_uid", "namespace", "project", "experiment_id")}
+    return {
+        **row, "pod": row["pod_uid"], "team": team, "cost_center": "", "labels": "{}",
+        "gpu_resource": "nvidia.com/gpu", "gpu_requested": 1, "sharing_mode": "exclusive",
+        "cost_limit_usd": float("nan"), "first_seen": first, "last_seen": last,
+    }  # fmt: skip
+
+
+def test_day_runs_write_the_same_pods_and_totals_at_the_same_time(store: CostStore):
+    """Two day-runs of one cluster hold their transactions open at once while both write cost
+    rows (the cluster's running total) and the same pods' attribution: those shared rows are
+    written just before each commit, so neither waits for the other's whole transaction (had
+    one waited, the barrier would time out). Totals and attribution come out as if the days
+    had been written one after the other, and again after a rewrite of the first day."""
+    both_inside = threading.Barrier(2, timeout=10)
+
+    def write_day(day: int, seed: int, barrier: threading.Barrier | None) -> None:
+        start = T0 + timedelta(days=day)
+        with store.write_window(CLUSTER, start, start + timedelta(minutes=30)) as writer:
+            writer.replace("gpu_cost", cost_rows(start, 30, pods=6, seed=seed))
+            team = f"team-of-day-{day}"
+            for minute in (10, 29):  # two chunks' sightings of each pod
+                writer.upsert_pods(
+                    pd.DataFrame(
+                        [
+                            attribution(i, start, start + timedelta(minutes=minute), team)
+                            for i in range(6)
+                        ]
+                    )
+                )
+            writer.refresh_hourly_rollup()
+            if barrier is not None:
+                barrier.wait()
+
+    errors: list[Exception] = []
+
+    def run(day: int) -> None:
+        try:
+            write_day(day, seed=day, barrier=both_inside)
+        except Exception as error:  # asserted on below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(day,)) for day in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+    def assert_totals() -> None:
+        cluster = store.read_frame(
+            "SELECT t.cost_usd, s.rows_cost FROM gpu_cluster_cost_totals AS t JOIN"
+            " (SELECT cluster, sum(cost_usd) AS rows_cost FROM gpu_cost GROUP BY 1) AS s"
+            " USING (cluster) WHERE cluster = %s",
+            (CLUSTER,),
+        )
+        assert cluster["cost_usd"].to_numpy() == pytest.approx(cluster["rows_cost"].to_numpy())
+        pods = store.read_frame(
+            "SELECT t.cost_usd, s.cost_usd AS rows_cost, t.last_minute, s.last_minute AS rows_last"
+            " FROM gpu_pod_cost_totals AS t FULL JOIN"
+            " (SELECT cluster, pod_uid, sum(cost_usd) AS cost_usd, max(minute) AS last_minute"
+            "  FROM gpu_cost WHERE NOT is_idle GROUP BY 1, 2) AS s USING (cluster, pod_uid)"
+            " WHERE cluster = %s",
+            (CLUSTER,),
+        )
+        assert len(pods) == 6
+        assert pods["cost_usd"].to_numpy() == pytest.approx(pods["rows_cost"].to_numpy())
+        assert (pods["last_minute"] == pods["rows_last"]).all()
+
+    assert_totals()
+    write_day(1, seed=7, barrier=None)  # a rewrite: subtracts what it deletes
+    assert_totals()
+    seen = store.read_frame(
+        "SELECT DISTINCT team, first_seen, last_seen FROM gpu_pods WHERE cluster = %s",
+        (CLUSTER,),
+    )
+    # One row per pod: the latest sighting's attribution, the widest span.
+    assert seen.to_dict("records") == [
+        {
+            "team": "team-of-day-2",
+            "first_seen": T0 + timedelta(days=1),
+            "last_seen": T0 + timedelta(days=2, minutes=29),
+        }
+    ]
+    assert_rollups_match(store)

@@ -152,6 +152,7 @@ class CostStore(dg.ConfigurableResource):
             with conn.transaction():
                 writer = WindowWriter(conn, cluster, start, end, _migrated[self.resolved_url()])
                 yield writer
+                writer.finish()
             if writer.aggregate_refresh is not None:
                 # TimescaleDB refreshes a continuous aggregate outside any transaction.
                 conn.autocommit = True
@@ -341,6 +342,10 @@ class WindowWriter:
         self._cleared: set[str] = set()
         self.deleted: dict[str, int] = {}
         self.aggregate_refresh: tuple[datetime, datetime] | None = None
+        # Rows other windows' transactions also write (the cluster's total, pods seen in two
+        # windows), staged here and written by finish(), just before the commit.
+        self._cluster_delta: list[float] | None = None
+        self._pods_staged = False
 
     def clear(self, table: str, time_column: str = "minute") -> int:
         """Delete the window's rows of ``table`` (once per table per window).
@@ -383,16 +388,20 @@ class WindowWriter:
 
     # gpu_pod_cost_totals and gpu_cluster_cost_totals follow gpu_cost in the same transaction:
     # what the window delete removes is subtracted first, what each chunk writes is added, so
-    # rewriting a window leaves every total as if the window had been written once.
+    # rewriting a window leaves every total as if the window had been written once. The deltas
+    # are staged (the cluster's in memory, the pods' in a temporary table) and applied by
+    # finish(): the cluster's total is one row every window's transaction updates, so updating
+    # it at the first chunk made parallel day-runs wait for each other's whole transaction
+    # (a quarter of a two-worker backfill's time, sampled from pg_stat_activity).
     def _subtract_totals(self) -> None:
         window = (self.cluster, self.start, self.end)
+        self._stage_pod_totals()
         self.conn.execute(
             """
-            INSERT INTO gpu_pod_cost_totals AS t (cluster, pod_uid, cost_usd, last_minute)
+            INSERT INTO gpu_pod_cost_delta (cluster, pod_uid, cost_usd, last_minute)
             SELECT cluster, pod_uid, -sum(cost_usd), max(minute) FROM gpu_cost
             WHERE cluster = %s AND minute >= %s AND minute < %s AND NOT is_idle
             GROUP BY cluster, pod_uid
-            ON CONFLICT (cluster, pod_uid) DO UPDATE SET cost_usd = t.cost_usd + EXCLUDED.cost_usd
             """,
             window,
         )
@@ -420,50 +429,72 @@ class WindowWriter:
             .agg(cost_usd=("cost_usd", "sum"), last_minute=("minute", "max"))
             .reset_index()
         )
-        if per_pod.empty:
-            return
+        if not per_pod.empty:
+            self._stage_pod_totals()
+            copy_frame(self.conn, "gpu_pod_cost_delta", per_pod.assign(cluster=self.cluster))
+
+    def _stage_pod_totals(self) -> None:
+        # ON COMMIT DELETE ROWS: empty at the start of every transaction of the session.
         self.conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS gpu_pod_cost_incoming"
+            "CREATE TEMP TABLE IF NOT EXISTS gpu_pod_cost_delta"
             " (LIKE gpu_pod_cost_totals) ON COMMIT DELETE ROWS"
-        )
-        self.conn.execute("TRUNCATE gpu_pod_cost_incoming")  # earlier chunks of this window
-        copy_frame(self.conn, "gpu_pod_cost_incoming", per_pod.assign(cluster=self.cluster))
-        self.conn.execute(
-            """
-            INSERT INTO gpu_pod_cost_totals AS t SELECT * FROM gpu_pod_cost_incoming
-            ON CONFLICT (cluster, pod_uid) DO UPDATE SET
-                cost_usd = t.cost_usd + EXCLUDED.cost_usd,
-                last_minute = GREATEST(t.last_minute, EXCLUDED.last_minute)
-            """
         )
 
     def _add_cluster_totals(self, cost: float, spot: float, sharing: float) -> None:
-        self.conn.execute(
-            """
-            INSERT INTO gpu_cluster_cost_totals AS t VALUES (%s, %s, %s, %s)
-            ON CONFLICT (cluster) DO UPDATE SET
-                cost_usd = t.cost_usd + EXCLUDED.cost_usd,
-                spot_savings_usd = t.spot_savings_usd + EXCLUDED.spot_savings_usd,
-                sharing_savings_usd = t.sharing_savings_usd + EXCLUDED.sharing_savings_usd
-            """,
-            (self.cluster, cost, spot, sharing),
-        )
+        delta = self._cluster_delta or [0.0, 0.0, 0.0]
+        self._cluster_delta = [delta[0] + cost, delta[1] + spot, delta[2] + sharing]
 
     def upsert_pods(self, pods: pd.DataFrame) -> int:
-        """Insert or refresh pod attribution rows; first/last seen widen, never shrink, and
-        attribution comes from the latest sighting, so rewriting or backfilling a window
-        neither adds rows nor loses what other windows saw."""
+        """Insert or refresh pod attribution rows (applied by finish(), before the commit);
+        first/last seen widen, never shrink, and attribution comes from the latest sighting, so
+        rewriting or backfilling a window neither adds rows nor loses what other windows saw."""
         if pods.empty:
             return 0
         self.conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS gpu_pods_incoming"
             " (LIKE gpu_pods INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        self.conn.execute("TRUNCATE gpu_pods_incoming")  # earlier chunks of this window
         copy_frame(self.conn, "gpu_pods_incoming", pods.assign(cluster=self.cluster))
-        columns = [
-            c for c in table_columns(self.conn, "gpu_pods") if c not in ("cluster", "pod_uid")
-        ]
+        self._pods_staged = True
+        return len(pods)
+
+    def finish(self) -> None:
+        """Apply what the window staged for rows other transactions also write, each in one
+        statement in pod order (so two windows' transactions never deadlock), and hold their
+        row locks only from here to the commit."""
+        if self._pods_staged:
+            self._apply_pods()
+        if self._cluster_delta is not None:
+            self.conn.execute(
+                """
+                INSERT INTO gpu_pod_cost_totals AS t
+                SELECT cluster, pod_uid, sum(cost_usd), max(last_minute)
+                FROM gpu_pod_cost_delta GROUP BY cluster, pod_uid ORDER BY pod_uid
+                ON CONFLICT (cluster, pod_uid) DO UPDATE SET
+                    cost_usd = t.cost_usd + EXCLUDED.cost_usd,
+                    last_minute = GREATEST(t.last_minute, EXCLUDED.last_minute)
+                """
+            )
+            self.conn.execute(
+                """
+                INSERT INTO gpu_cluster_cost_totals AS t VALUES (%s, %s, %s, %s)
+                ON CONFLICT (cluster) DO UPDATE SET
+                    cost_usd = t.cost_usd + EXCLUDED.cost_usd,
+                    spot_savings_usd = t.spot_savings_usd + EXCLUDED.spot_savings_usd,
+                    sharing_savings_usd = t.sharing_savings_usd + EXCLUDED.sharing_savings_usd
+                """,
+                (self.cluster, *self._cluster_delta),
+            )
+
+    def _apply_pods(self) -> None:
+        columns = table_columns(self.conn, "gpu_pods")
+        # A pod seen by several chunks: its latest sighting's attribution, its widest span.
+        latest = sql.SQL(", ").join(
+            sql.SQL("min(first_seen) OVER (PARTITION BY pod_uid)")
+            if c == "first_seen"
+            else sql.Identifier(c)
+            for c in columns
+        )
         # Attribution follows the latest sighting: a backfill of older minutes must not
         # overwrite labels a newer window saw.
         updates = sql.SQL(", ").join(
@@ -472,17 +503,21 @@ class WindowWriter:
                 " THEN EXCLUDED.{c} ELSE gpu_pods.{c} END"
             ).format(c=sql.Identifier(c))
             for c in columns
-            if c not in ("first_seen", "last_seen")
+            if c not in ("cluster", "pod_uid", "first_seen", "last_seen")
         )
         self.conn.execute(
             sql.SQL(
-                "INSERT INTO gpu_pods SELECT * FROM gpu_pods_incoming "
-                "ON CONFLICT (cluster, pod_uid) DO UPDATE SET {updates}, "
+                "INSERT INTO gpu_pods ({columns}) SELECT DISTINCT ON (pod_uid) {latest}"
+                " FROM gpu_pods_incoming ORDER BY pod_uid, last_seen DESC"
+                " ON CONFLICT (cluster, pod_uid) DO UPDATE SET {updates}, "
                 "first_seen = LEAST(gpu_pods.first_seen, EXCLUDED.first_seen), "
                 "last_seen = GREATEST(gpu_pods.last_seen, EXCLUDED.last_seen)"
-            ).format(updates=updates)
+            ).format(
+                columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                latest=latest,
+                updates=updates,
+            )
         )
-        return len(pods)
 
     def refresh_hourly_rollup(self) -> int:
         """Recompute the hourly rollups for every hour the window touches, from gpu_cost in this

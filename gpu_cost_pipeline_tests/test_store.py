@@ -11,6 +11,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from gpu_cost_pipeline.store.cost_store import CostStore, StoreError, copy_frame, redact_url
+from gpu_cost_pipeline.store.embedded import SERVER_SETTINGS
 from gpu_cost_pipeline.store.schema import _migration_files, migrate
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -65,6 +66,13 @@ def test_migrations_are_recorded_once_and_tables_exist(store: CostStore):
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
             len(_migration_files("plain")),
         )
+
+
+def test_the_embedded_server_runs_with_the_pipelines_settings(server_url: str):
+    """The session's server was started by embedded_database_url, as every command starts it."""
+    with psycopg.connect(server_url) as conn:
+        for name, value in SERVER_SETTINGS.items():
+            assert conn.execute(f"SHOW {name}").fetchone() == (value,), name
 
 
 def run_concurrently(work, copies: int) -> list[Exception]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import psycopg
@@ -11,7 +14,12 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from gpu_cost_pipeline.store.cost_store import CostStore, StoreError, copy_frame, redact_url
-from gpu_cost_pipeline.store.embedded import SERVER_SETTINGS
+from gpu_cost_pipeline.store.embedded import (
+    SERVER_SETTINGS,
+    embedded_database_url,
+    embedded_server_running,
+    stop_embedded_server,
+)
 from gpu_cost_pipeline.store.schema import _migration_files, migrate
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -73,6 +81,24 @@ def test_the_embedded_server_runs_with_the_pipelines_settings(server_url: str):
     with psycopg.connect(server_url) as conn:
         for name, value in SERVER_SETTINGS.items():
             assert conn.execute(f"SHOW {name}").fetchone() == (value,), name
+
+
+def test_an_embedded_server_stopped_by_this_process_starts_again_with_its_settings():
+    # Not under pytest's tmp_path, for the reason in conftest's pg_data_dir.
+    data_dir = Path(tempfile.mkdtemp(prefix="gpu-cost-tests-restart-"))
+    try:
+        for _ in range(2):
+            url = embedded_database_url(data_dir)
+            assert embedded_database_url(data_dir) == url  # attaches, starts nothing new
+            with psycopg.connect(url) as conn:
+                assert conn.execute("SHOW shared_buffers").fetchone() == (
+                    SERVER_SETTINGS["shared_buffers"],
+                )
+            assert stop_embedded_server(data_dir)
+            assert not embedded_server_running(data_dir)
+    finally:
+        stop_embedded_server(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def run_concurrently(work, copies: int) -> list[Exception]:

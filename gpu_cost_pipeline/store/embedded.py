@@ -27,6 +27,9 @@ DATABASE_NAME = "gpu_costs"
 SERVER_SETTINGS = {"shared_buffers": "1GB"}
 SETTINGS_FILE = "gpu_cost_pipeline.conf"
 _log = logging.getLogger(__name__)
+# Data folders this process has started or attached to: later calls reuse pgserver's handle
+# (its start registers exit hooks each time, which a long-lived process would pile up).
+_started: set[Path] = set()
 
 
 def _pgserver() -> Any:
@@ -49,13 +52,14 @@ def _server(data_dir: str | Path, start: bool = True) -> Any:
     folder.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: never stop the server at process exit (see module docstring).
     server = _pgserver().get_server(folder, cleanup_mode=None, start=False)
-    if start:
+    if start and folder not in _started:
         # Under pgserver's start-up lock: create the data folder (initdb) if it is new, write
         # the settings before any server reads them, then start (or attach to) the server.
         with server._lock:
             server.ensure_pgdata_inited()
             _write_settings(folder)
         server.start()
+        _started.add(folder)
     return server
 
 
@@ -101,5 +105,6 @@ def stop_embedded_server(data_dir: str | Path) -> bool:
         bin_path=server.bin_path,
         user=server.system_user,
     )
+    _started.discard(folder)  # a later call in this process starts it again
     _log.info("stopped the embedded PostgreSQL server in %s", folder)
     return True

@@ -48,6 +48,7 @@ from gpu_cost_pipeline.settings import PARTITION_FORMAT, first_of_previous_month
 ROOT = Path(__file__).resolve().parent.parent
 PAGE_TARGET = Target("<=", 3, "s")
 REPEATS = 3
+FULL_DAYS = 4  # days of every-minute materializations (see seed)
 WEBSERVER = [sys.executable, "-m", "dagster_webserver", "-m", "gpu_cost_pipeline.definitions"]
 WEBSERVER += ["-h", "127.0.0.1"]
 
@@ -201,20 +202,27 @@ def pages(server: Webserver, asset: str) -> dict[str, Callable[[], int]]:
 
 
 def seed(dagster_home: Path, now: datetime, first_day: datetime) -> int:
-    """Materializations as a month of schedule runs with one outage a day leaves them: one
-    stretch of materialized minutes per day (the UI's status cost grows with the stretches, not
-    with their length, so each is 5 minutes long to keep seeding short); and the days of
-    ``gpu_cost_history`` before the minute partitions, contiguous."""
+    """Materializations as a month of schedule runs leaves them: every minute of the last
+    ``FULL_DAYS`` days (the default reach and the day that just left it: what Dagster validates
+    key by key when it rebuilds the asset's status cache), and before them one stretch of
+    materialized minutes per day, as a daily outage leaves them (the warm requests' cost grows
+    with the stretches, not with their length, so each is 5 minutes long to keep seeding
+    short); and the days of ``gpu_cost_history`` before the minute partitions, contiguous."""
     import dagster as dg
 
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    every_minute_from = today - timedelta(days=FULL_DAYS - 1)
     days = [first_day + timedelta(days=d) for d in range((today - first_day).days + 1)]
     events = [
         ("gpu_cost", (day + timedelta(hours=12, minutes=m)).strftime(PARTITION_FORMAT))
         for day in days
+        if day < every_minute_from
         for m in range(5)
-        if day + timedelta(hours=12, minutes=m) < now - timedelta(minutes=2)
     ]
+    minute = every_minute_from
+    while minute < now - timedelta(minutes=2):
+        events.append(("gpu_cost", minute.strftime(PARTITION_FORMAT)))
+        minute += timedelta(minutes=1)
     events += [("gpu_cost_history", day.strftime("%Y-%m-%d")) for day in days[:-8]]
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     with dg.DagsterInstance.get() as instance:

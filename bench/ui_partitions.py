@@ -2,11 +2,13 @@
 UI sends to a running ``dagster-webserver`` (no browser: the requests the pages wait for).
 
 Three designs, each on the same Dagster instance (SQLite, as ``make dev``), seeded before the
-timer (see ``seed``) with a stretch of materialized minutes per day since the 1st of the previous
-month, as schedule runs with a daily outage leave them, and the older days of
-``gpu_cost_history``. What the partition pages cost (measured with cProfile): listing every
-key (~0.13 ms a key), and per stretch of materialized partitions ~0.1 s (Dagster finds each
-stretch's first and last key by stepping the cron schedule): both grow with the reach.
+timer (see ``seed``) with every minute of the last ``FULL_DAYS`` days materialized and, before
+them, a stretch of materialized minutes per day since the 1st of the previous month (as schedule
+runs with a daily outage leave them), and the older days of ``gpu_cost_history``. What the
+partition pages cost (measured with cProfile): listing every key (~0.13 ms a key), and per
+stretch of materialized partitions ~0.1 s (Dagster finds each stretch's first and last key by
+stepping the cron schedule): both grow with the reach. The first request after the partitions
+definition changed also checks every materialized key against it (py-spy: ~12 ms a key).
 
 - ``minute_85k``: minute partitions from the 1st of the previous month (~85,000 keys), the
   design before ``GPU_COST_MINUTE_PARTITION_DAYS``;
@@ -23,7 +25,7 @@ cost time on the server. Each page: the first (cold) request sequence and the me
 more; target ≤ 3 s. Before them, one request for the asset graph (what the UI shows first)
 warms the webserver up, so "first request" is the partition page's own cold cost (the asset
 status cache being built for this partitions definition: after every code location load whose
-minute reach moved, i.e. once a day).
+minute reach moved).
 """
 
 from __future__ import annotations

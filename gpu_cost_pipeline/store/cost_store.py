@@ -395,7 +395,12 @@ class WindowWriter:
     # (a quarter of a two-worker backfill's time, sampled from pg_stat_activity).
     def _subtract_totals(self) -> None:
         window = (self.cluster, self.start, self.end)
-        self._stage_pod_totals()
+        # Runs once per window, before any chunk's _add_totals. ON COMMIT DELETE ROWS: the
+        # table is empty at the start of every transaction of the session.
+        self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS gpu_pod_cost_delta"
+            " (LIKE gpu_pod_cost_totals) ON COMMIT DELETE ROWS"
+        )
         self.conn.execute(
             """
             INSERT INTO gpu_pod_cost_delta (cluster, pod_uid, cost_usd, last_minute)
@@ -430,15 +435,7 @@ class WindowWriter:
             .reset_index()
         )
         if not per_pod.empty:
-            self._stage_pod_totals()
             copy_frame(self.conn, "gpu_pod_cost_delta", per_pod.assign(cluster=self.cluster))
-
-    def _stage_pod_totals(self) -> None:
-        # ON COMMIT DELETE ROWS: empty at the start of every transaction of the session.
-        self.conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS gpu_pod_cost_delta"
-            " (LIKE gpu_pod_cost_totals) ON COMMIT DELETE ROWS"
-        )
 
     def _add_cluster_totals(self, cost: float, spot: float, sharing: float) -> None:
         delta = self._cluster_delta or [0.0, 0.0, 0.0]
@@ -450,10 +447,11 @@ class WindowWriter:
         rewriting or backfilling a window neither adds rows nor loses what other windows saw."""
         if pods.empty:
             return 0
-        self.conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS gpu_pods_incoming"
-            " (LIKE gpu_pods INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
+        if not self._pods_staged:  # once per window: later chunks add to the same table
+            self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS gpu_pods_incoming"
+                " (LIKE gpu_pods INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
         copy_frame(self.conn, "gpu_pods_incoming", pods.assign(cluster=self.cluster))
         self._pods_staged = True
         return len(pods)
